@@ -521,7 +521,7 @@ class Workspace:
         """Jobs per state, in the order of the state machine; states with no jobs are left out."""
         q = select(jobs.c.state, func.count()).where(self.filter(**filters)).group_by(jobs.c.state)
         with self.read() as conn:
-            counts = dict(conn.execute(q).tuples().all())
+            counts = dict(conn.execute(q).all())
         return {s.value: counts[s.value] for s in State if counts.get(s.value)}
 
     def resolve(self, ref: int | str | Job, workflow: str | None = None) -> int:
@@ -760,7 +760,7 @@ def _check_acyclic(conn: Connection, new: Sequence[tuple[int, int]]) -> None:
         for i in range(0, len(frontier), CHUNK):
             q = select(job_parents.c.parent_id, job_parents.c.child_id).where(
                 job_parents.c.parent_id.in_(frontier[i : i + CHUNK]))
-            for p, c in conn.execute(q).tuples():
+            for p, c in conn.execute(q):
                 out.setdefault(p, set()).add(c)
         nxt = {c for p in frontier for c in out.get(p, ())}
         frontier = sorted(nxt - seen)
@@ -790,7 +790,7 @@ def _existing_edges(conn: Connection, pairs: Sequence[tuple[int, int]]) -> set[t
     for i in range(0, len(children), CHUNK):
         q = select(job_parents.c.parent_id, job_parents.c.child_id).where(
             job_parents.c.child_id.in_(children[i : i + CHUNK]))
-        have.update(conn.execute(q).tuples())
+        have.update(conn.execute(q))
     return have
 
 
