@@ -185,19 +185,31 @@ def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None,
 
 
 def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> None:
-    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    """One UPDATE per kind of change. A job changed twice in one batch (started, then finished) has its
+    changes in successive waves, so the later one is written last."""
+    waves: list[dict[tuple[Any, ...], list[int]]] = []
+    nth: dict[int, int] = {}
     for c in done:
+        k = nth.get(c.job_id, 0)
+        nth[c.job_id] = k + 1
+        if k == len(waves):
+            waves.append(defaultdict(list))
         key = (c.from_state, c.to_state, c.message, tuple(sorted(c.fields.items())))
-        groups[key].append(c.job_id)
+        waves[k][key].append(c.job_id)
+    for groups in waves:
+        _update(conn, groups, now)
+    rows = [r for c in done for r in event_rows(c, actor, now)]
+    if rows:
+        conn.execute(insert(events), rows)
+
+
+def _update(conn: Connection, groups: dict[tuple[Any, ...], list[int]], now: float) -> None:
     for (frm, to, msg, fields), gids in groups.items():
         values: dict[str, Any] = {"state": to, "state_message": msg, "updated_at": now, **dict(fields)}
         if to == S.RESTART_READY and frm in RETRY_SOURCES:
             values["retry_count"] = jobs.c.retry_count + 1
         for i in range(0, len(gids), 900):
             conn.execute(update(jobs).where(jobs.c.id.in_(gids[i : i + 900])).values(**values))
-    rows = [r for c in done for r in event_rows(c, actor, now)]
-    if rows:
-        conn.execute(insert(events), rows)
 
 
 def _follow_ups(conn: Connection, done: Sequence[Change], actor: str) -> None:

@@ -1,0 +1,1 @@
+"""The launcher: allocation discovery, placement, MPI command lines and node agents (DB-free)."""

@@ -1,0 +1,574 @@
+"""The pilot: keeps every core of an allocation busy with the campaign's runnable jobs.
+
+Three threads keep the database out of the hot loop:
+- the *source* claims runnable jobs in batches of adjacent ids (one atomic statement each) into a buffer, and
+  hands stage-in/preprocess work to the transition pool;
+- the *writer* applies state changes in batches (one transaction per ~50 ms), heartbeats the session and
+  notices jobs a user killed;
+- the *main loop* places buffered jobs on free cores, spawns them, and reaps exits from pidfds with a selector.
+
+    Launcher(ws, Options(job_mode="serial", idle_timeout=5)).run()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import selectors
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from sluice import db
+from sluice.api import Workspace
+from sluice.launcher import claims, sessions, transitions
+from sluice.launcher.agent import Event
+from sluice.launcher.claims import Claimed, Selection
+from sluice.launcher.mpi import LauncherNotFound, MPILauncher, choose
+from sluice.launcher.nodes import Allocation, discover
+from sluice.launcher.packing import NodePool, Request
+from sluice.launcher.runner import Runner
+from sluice.models import jobs
+from sluice.states import END, PROCESSABLE, Change, S
+
+log = logging.getLogger("sluice.launcher")
+
+
+@dataclass
+class Options:
+    """What `sluice launcher` takes; every field has a sensible default."""
+
+    job_mode: str = "serial"
+    workflows: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    max_jobs: int | None = None
+    max_ranks: int | None = None
+    wall_time_min: float | None = None
+    idle_timeout: float = 10.0
+    consume_all: bool = False
+    claim_batch: int = 200
+    flush_interval: float = 0.05
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 60.0
+    end_margin_s: float | None = None
+    kill_grace_s: float = 10.0
+    launch_interval_s: float = 0.0
+    max_launches: int | None = None
+    workers: int = 2
+    status: bool = True
+    mpi_launcher: str | None = None
+    batch_job_id: int | None = None
+    queue: str | None = None
+    machine: str | None = None
+
+
+@dataclass
+class Summary:
+    session_id: int = 0
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        rate = self.started / self.seconds if self.seconds > 0 else 0.0
+        return (f"launcher {self.session_id}: {self.started} started, {self.finished} finished, {self.failed} failed, "
+                f"{self.retried} to retry in {self.seconds:.1f} s ({rate:.0f} jobs/s); stopped: {self.reason}")
+
+
+class Writer(threading.Thread):
+    """Applies queued state changes in batches; heartbeats; reports jobs killed by users."""
+
+    def __init__(self, la: Launcher) -> None:
+        super().__init__(name="sluice-writer", daemon=True)
+        self.la = la
+        self.q: queue.SimpleQueue[list[Change] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+
+    def put(self, changes: list[Change]) -> None:
+        self.q.put(changes)
+
+    def run(self) -> None:
+        la = self.la
+        next_beat = next_kill_check = time.monotonic()
+        stopping = False
+        while not stopping:
+            batch: list[Change] = []
+            try:
+                item = self.q.get(timeout=la.opts.flush_interval)
+                if item is None:
+                    stopping = True
+                else:
+                    batch += item
+                    t_end = time.monotonic() + la.opts.flush_interval
+                    while len(batch) < 2000 and (left := t_end - time.monotonic()) > 0:
+                        item = self.q.get(timeout=left)
+                        if item is None:
+                            stopping = True
+                            break
+                        batch += item
+            except queue.Empty:
+                pass
+            try:
+                if batch:
+                    db.retry(lambda: self._write(batch), attempts=120)
+                now = time.monotonic()
+                if now >= next_beat:
+                    db.retry(lambda: self._beat(), attempts=120)
+                    next_beat = now + la.opts.heartbeat_s
+                if now >= next_kill_check and la.running:
+                    ids = list(la.running)
+                    with db.read(la.ws.engine) as conn:
+                        dead = claims.killed(conn, ids)
+                    if dead:
+                        la.to_kill.put(dead)
+                        la.wake()
+                    next_kill_check = now + 1.0
+            except BaseException as e:  # a database gone for minutes: stop the launcher, jobs are recovered
+                self.error = e
+                la.stop(f"database error: {str(e).splitlines()[0][:200]}")
+                return
+
+    def _write(self, batch: list[Change]) -> None:
+        with db.write(self.la.ws.engine) as conn:
+            done = transitions_apply(conn, batch, self.la.actor)
+        self.la.count(done)
+
+    def _beat(self) -> None:
+        with db.write(self.la.ws.engine) as conn:
+            sessions.heartbeat(conn, self.la.session_id)
+
+    def stop(self) -> None:
+        self.q.put(None)
+        self.join()
+
+
+def transitions_apply(conn: Any, batch: list[Change], actor: str) -> list[Change]:
+    from sluice.states import apply
+
+    return apply(conn, batch, actor, strict=False, lock=False)
+
+
+class Source(threading.Thread):
+    """Keeps a buffer of claimed runnable jobs and feeds processable jobs to the transition pool."""
+
+    def __init__(self, la: Launcher) -> None:
+        super().__init__(name="sluice-source", daemon=True)
+        self.la = la
+        self.buffer: deque[Claimed] = deque()
+        self.cv = threading.Condition()
+        self.stopped = False
+        self.idle_since: float | None = None
+        self.nothing_left = False
+        self.skip: set[int] = set()
+
+    def want(self) -> int:
+        la = self.la
+        cap = la.capacity * 2 + la.opts.claim_batch // 2
+        if la.opts.max_jobs is not None:
+            cap = min(cap, la.opts.max_jobs - la.summary.started - len(la.pending))
+        return max(0, cap - len(self.buffer))
+
+    def run(self) -> None:
+        la = self.la
+        next_recover = time.monotonic() + la.opts.heartbeat_s
+        while not self.stopped:
+            got = 0
+            try:
+                n = self.want()
+                if n >= min(la.opts.claim_batch, max(1, la.capacity)) and not la.stopping:
+                    got = db.retry(lambda: self._claim(min(n, la.opts.claim_batch)), attempts=20)
+                if la.pool_room() > 0 and not la.stopping:
+                    got += db.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
+                if not got and not la.running and not self.buffer and not la.pending:
+                    self.nothing_left = db.retry(self._nothing_left, attempts=20)
+                if time.monotonic() >= next_recover:
+                    with db.write(la.ws.engine) as conn:
+                        sessions.recover(conn, stale_after=la.opts.stale_after_s, actor=la.actor,
+                                         exclude=la.session_id)
+                    next_recover = time.monotonic() + la.opts.heartbeat_s
+            except Exception as e:
+                log.warning("claiming failed, will retry: %s", str(e).splitlines()[0][:200])
+            if got:
+                self.idle_since = None
+                la.wake()
+            elif self.idle_since is None:
+                self.idle_since = time.monotonic()
+            with self.cv:
+                if not self.stopped:
+                    self.cv.wait(0.01 if got else 0.25)
+
+    def _claim(self, n: int) -> int:
+        la = self.la
+        left = la.time_left_min()
+        with db.write(la.ws.engine) as conn:
+            got = claims.claim(conn, la.session_id, la.selection, n, max_wall_min=left)
+        fresh = [c for c in got if c.id not in self.skip]
+        self.buffer.extend(fresh)
+        return len(got)
+
+    def _claim_processable(self, n: int) -> int:
+        la = self.la
+        with db.write(la.ws.engine) as conn:
+            got = claims.claim(conn, la.session_id, la.selection, n, states=PROCESSABLE)
+        for c in got:
+            la.submit_processing(c.id, c.state)
+        return len(got)
+
+    def _nothing_left(self) -> bool:
+        """True when every job this launcher could ever run has ended (so waiting is pointless)."""
+        with db.read(self.la.ws.engine) as conn:
+            q = select(func.count()).select_from(jobs).where(jobs.c.state.not_in(sorted(END)),
+                                                             self.la.selection.where())
+            return not conn.execute(q).scalar()
+
+    def poke(self) -> None:
+        with self.cv:
+            self.cv.notify()
+
+    def stop(self) -> None:
+        with self.cv:
+            self.stopped = True
+            self.cv.notify()
+        self.join()
+
+
+class Launcher:
+    """One launcher session. `run()` returns when the work, the allocation or the patience runs out."""
+
+    def __init__(self, ws: Workspace, opts: Options | None = None, alloc: Allocation | None = None) -> None:
+        self.ws = ws
+        self.opts = opts or Options()
+        if self.opts.job_mode not in ("serial", "mpi"):
+            raise ValueError(f"job mode must be serial or mpi, not {self.opts.job_mode!r}")
+        self.alloc = alloc or discover(wall_time_min=self.opts.wall_time_min)
+        self.pool = NodePool(self.alloc.nodes)
+        self.running: dict[int, tuple[Claimed, Any, float]] = {}
+        self.pending: list[Claimed] = []
+        self.stopping_ids: set[int] = set()
+        self.user_killed: set[int] = set()
+        self.to_kill: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        self.summary = Summary()
+        self.stop_reason: str | None = None
+        self.inflight = 0
+        self._lock = threading.Lock()
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+        nodes = self.alloc.nodes
+        self.selection = Selection(
+            workflows=tuple(self.opts.workflows), tags=tuple(self.opts.tags),
+            max_nodes=len(nodes) if self.opts.job_mode == "mpi" else 1,
+            max_cores=max((n.cores for n in nodes), default=1), max_gpus=max((len(n.gpus) for n in nodes), default=0),
+            serial_only=self.opts.job_mode == "serial", queue=self.opts.queue or os.environ.get("SLUICE_QUEUE"),
+            machine=self.opts.machine or ws.config.machine)
+        self.capacity = sum(n.cores for n in nodes)
+        if self.opts.max_ranks:
+            self.capacity = min(self.capacity, self.opts.max_ranks)
+        self.session_id = 0
+        self.actor = "launcher"
+        self.source = Source(self)
+        self.writer = Writer(self)
+        self.processing = ThreadPoolExecutor(max_workers=self.opts.workers, thread_name_prefix="sluice-transition")
+
+    # ---------------------------------------------------------------- helpers used by the threads
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
+    def stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except BlockingIOError:
+            pass
+
+    def margin(self) -> float:
+        if self.opts.end_margin_s is not None:
+            return self.opts.end_margin_s
+        if self.alloc.end_time is None:
+            return 0.0
+        return min(120.0, max(1.0, 0.1 * (self.alloc.end_time - self.t0)))
+
+    def deadline(self) -> float | None:
+        return None if self.alloc.end_time is None else self.alloc.end_time - self.margin()
+
+    def time_left_min(self) -> float | None:
+        d = self.deadline()
+        return None if d is None else max(0.0, (d - time.time()) / 60)
+
+    def pool_room(self) -> int:
+        return max(0, self.opts.workers * 4 - self.inflight)
+
+    def count(self, done: list[Change]) -> None:
+        s = self.summary
+        for c in done:
+            if c.to_state == S.JOB_FINISHED:
+                s.finished += 1
+            elif c.to_state == S.FAILED:
+                s.failed += 1
+            elif c.to_state == S.RESTART_READY:
+                s.retried += 1
+
+    def submit_processing(self, job_id: int, state: str) -> None:
+        with self._lock:
+            self.inflight += 1
+        fut = self.processing.submit(transitions.process, self.ws, job_id, state)
+        fut.add_done_callback(lambda f, j=job_id: self._processed(j, f))
+
+    def _processed(self, job_id: int, fut: Future[list[Change]]) -> None:
+        with self._lock:
+            self.inflight -= 1
+        try:
+            changes = fut.result()
+        except Exception as e:  # a transient failure (DB, filesystem): give the job back for a later try
+            log.warning("job %s: transition failed, will retry: %s", job_id, e)
+            with db.write(self.ws.engine) as conn:
+                claims.unclaim(conn, self.session_id, [job_id])
+            return
+        if changes:
+            self.writer.put(changes)
+        self.source.poke()
+
+    # ---------------------------------------------------------------- the main loop
+    def run(self) -> Summary:
+        self.t0 = time.time()
+        mpi = self._mpi()
+        with db.write(self.ws.engine) as conn:
+            self.session_id = sessions.start(conn, job_mode=self.opts.job_mode, batch_job_id=self.opts.batch_job_id,
+                                             info={"nodes": [n.name for n in self.alloc.nodes],
+                                                   "end_time": self.alloc.end_time})
+            sessions.recover(conn, stale_after=self.opts.stale_after_s, actor=f"launcher:{self.session_id}",
+                             exclude=self.session_id)
+        self.actor = f"launcher:{self.session_id}"
+        self.summary.session_id = self.session_id
+        self.runner = Runner(self.alloc, self.opts.job_mode, self.ws.path, self.ws.config.data_dir, mpi,
+                             kill_grace=self.opts.kill_grace_s)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
+            if threading.current_thread() is threading.main_thread() else {}
+        self.writer.start()
+        self.source.start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+            for s, h in old.items():
+                signal.signal(s, h)
+        return self.summary
+
+    def _mpi(self) -> MPILauncher | None:
+        need = self.opts.job_mode == "mpi" or (self.alloc.kind != "local" and len(self.alloc.nodes) > 1)
+        try:
+            return choose(self.opts.mpi_launcher or self.alloc.kind)
+        except (LauncherNotFound, ValueError) as e:
+            if need:
+                raise
+            log.debug("no MPI launcher: %s", e)
+            return None
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop(f"signal {signal.Signals(signum).name}")
+
+    def _loop(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self._r, selectors.EVENT_READ)
+        registered: set[int] = set()
+        last_status = last_launch = 0.0
+        tty = self.opts.status and sys.stderr.isatty()
+        while True:
+            now = time.time()
+            d = self.deadline()
+            if d is not None and now >= d:
+                self.stop("allocation ends")
+            if self.stopping:
+                return
+            self._take_kills()
+            if not (self.opts.launch_interval_s and now - last_launch < self.opts.launch_interval_s):
+                if self._launch(now):
+                    last_launch = now
+            for fd in self.runner.fds():
+                if fd not in registered:
+                    sel.register(fd, selectors.EVENT_READ)
+                    registered.add(fd)
+            if self._finished():
+                self.stop("no more work" if self.source.nothing_left else f"idle for {self.opts.idle_timeout:g} s")
+                return
+            hint = self.runner.timeout_hint()
+            timeout = 0.25 if hint is None else min(hint, 0.25)
+            if self.opts.launch_interval_s and self.pending:
+                timeout = min(timeout, self.opts.launch_interval_s)
+            for key, _ in sel.select(timeout):
+                if key.fd == self._r:
+                    try:
+                        os.read(self._r, 4096)
+                    except BlockingIOError:
+                        pass
+            self._handle(self.runner.poll())
+            if tty and now - last_status >= 1.0:
+                last_status = now
+                s = self.summary
+                el = max(1e-9, now - self.t0)
+                sys.stderr.write(f"\r\x1b[Krunning {len(self.running)} | done {s.finished} | failed {s.failed} | "
+                                 f"retry {s.retried} | {s.started / el:.0f} jobs/s")
+                sys.stderr.flush()
+
+    def _finished(self) -> bool:
+        if self.running or self.pending or self.source.buffer or self.inflight:
+            return False
+        if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
+            return True
+        if self.source.nothing_left:
+            return True
+        idle = self.source.idle_since
+        return (not self.opts.consume_all and idle is not None
+                and time.monotonic() - idle >= self.opts.idle_timeout)
+
+    def _take_kills(self) -> None:
+        while True:
+            try:
+                ids = self.to_kill.get_nowait()
+            except queue.Empty:
+                return
+            for j in ids:
+                if j in self.running:
+                    self.user_killed.add(j)
+                    self.runner.kill(j)
+
+    def _launch(self, now: float) -> bool:
+        buf = self.source.buffer
+        while buf and len(self.pending) < 4 * self.opts.claim_batch:
+            self.pending.append(buf.popleft())
+        if not self.pending:
+            return False
+        if len(self.source.buffer) < self.capacity:
+            self.source.poke()
+        started: list[Change] = []
+        keep: list[Claimed] = []
+        giveback: list[int] = []
+        mode_mpi = self.opts.job_mode == "mpi"
+        d = self.deadline()
+        limit_procs = self.opts.max_launches if mode_mpi else None
+        for i, c in enumerate(self.pending):
+            if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
+                keep.extend(self.pending[i:])
+                break
+            if self.pool.free_cores == 0 or (limit_procs is not None and len(self.running) >= limit_procs) \
+                    or (self.opts.max_ranks is not None and self._ranks() >= self.opts.max_ranks):
+                keep.extend(self.pending[i:])
+                break
+            req = Request(c.id, c.num_nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, c.wall_time_min)
+            if d is not None and c.wall_time_min and now + c.wall_time_min * 60 > d:
+                giveback.append(c.id)  # cannot finish before the allocation ends: another launcher may
+                continue
+            if not self.pool.fits_ever(req):
+                giveback.append(c.id)
+                self.source.skip.add(c.id)
+                continue
+            p = self.pool.place(req, exclusive=mode_mpi)
+            if p is None:
+                keep.append(c)
+                if len(keep) > 64:  # nothing smaller behind it is likely to fit either
+                    keep.extend(self.pending[i + 1:])
+                    break
+                continue
+            self.runner.start(c, p)
+            self.running[c.id] = (c, p, now)
+            self.summary.started += 1
+            started.append(Change(c.id, c.state, S.RUNNING, None, at=now, fields={"session_id": self.session_id}))
+            if self.opts.launch_interval_s:
+                keep.extend(self.pending[i + 1:])
+                break
+        self.pending = keep
+        if started:
+            self.writer.put(started)
+        if giveback:
+            with db.write(self.ws.engine) as conn:
+                claims.unclaim(conn, self.session_id, giveback)
+        return bool(started)
+
+    def _ranks(self) -> int:
+        return sum(c.ranks_per_node * c.num_nodes for c, _, _ in self.running.values())
+
+    def _handle(self, events: list[Event]) -> None:
+        out: list[Change] = []
+        for ev in events:
+            kind = ev.get("ev")
+            if kind not in ("exit", "error"):
+                continue
+            jid = int(ev["id"])
+            entry = self.running.pop(jid, None)
+            if entry is None:
+                continue
+            c, p, _t0 = entry
+            self.pool.release(p)
+            if jid in self.user_killed:
+                self.user_killed.discard(jid)
+                continue  # already USER_KILLED in the DB; the session lets go of it at exit
+            t = float(ev.get("t") or time.time())
+            if kind == "error":
+                rc, timed_out, why = 127, False, str(ev.get("msg"))
+            elif jid in self.stopping_ids:
+                rc, timed_out, why = int(ev.get("rc", -15)), True, f"stopped: {self.stop_reason}"
+            else:
+                rc, timed_out, why = int(ev["rc"]), bool(ev.get("timed_out")), None
+                if timed_out:
+                    why = f"exceeded its wall time of {c.wall_time_min:g} min"
+            after = S.RUN_DONE if (rc == 0 and not timed_out) else (S.RUN_TIMEOUT if timed_out else S.RUN_ERROR)
+            needs = transitions.hook_needed(after, c.postprocess, c.stage_out, c.error_handler, c.timeout_handler)
+            changes, to_pool = transitions.after_exit(
+                jid, rc, timed_out, retry_count=c.retry_count, max_retries=c.max_retries, on_error=c.on_error,
+                on_timeout=c.on_timeout, needs_pool=needs and not self.stopping, t=t, why=why)
+            out += changes
+            if to_pool:
+                self.writer.put(out)
+                out = []
+                self.submit_processing(jid, after)
+        if out:
+            self.writer.put(out)
+
+    def _shutdown(self) -> None:
+        reason = self.stop_reason or "error"
+        self.source.stop()
+        leftovers = [c.id for c in self.pending] + [c.id for c in self.source.buffer]
+        self.pending, self.source.buffer = [], deque()
+        if self.running:
+            self.stopping_ids.update(self.running)
+            for jid in list(self.running):
+                self.runner.kill(jid, signal.SIGTERM)
+            end = time.monotonic() + self.opts.kill_grace_s + 2
+            while self.running and time.monotonic() < end:
+                time.sleep(0.02)
+                self._handle(self.runner.poll())
+        self._handle(self.runner.close(grace=0))
+        self.processing.shutdown(wait=True, cancel_futures=True)
+        self.writer.stop()
+        self.summary.reason = reason
+        self.summary.seconds = time.time() - self.t0
+
+        def final() -> None:
+            with db.write(self.ws.engine) as conn:
+                claims.unclaim(conn, self.session_id, leftovers)
+                sessions.release_jobs(conn, [self.session_id], self.actor, reason="launcher {sid} exited",
+                                      to_timeout=True)
+                sessions.end(conn, self.session_id)
+
+        db.retry(final, attempts=20)
+        if self.opts.status and sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[K")
+        os.close(self._r)
+        os.close(self._w)

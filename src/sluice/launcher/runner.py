@@ -1,0 +1,127 @@
+"""Turning a claimed job and its placement into a running process, on the right node.
+
+On the launcher's own node tasks are spawned in-process (LocalSpawner). Serial-mode tasks on other nodes go
+to one long-lived node agent per node, started once through the platform launcher (srun/mpiexec/aprun), never
+one srun per task. MPI jobs are one mpiexec/srun each, started here, fanning out to their disjoint node set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sluice import templates
+from sluice.launcher.agent import AgentClient, Event, LocalSpawner, Spawner
+from sluice.launcher.claims import Claimed
+from sluice.launcher.mpi import MPILauncher
+from sluice.launcher.nodes import Allocation
+from sluice.launcher.packing import Placement
+from sluice.launcher.transitions import workdir
+
+
+class Runner:
+    def __init__(self, alloc: Allocation, mode: str, workspace: Path, data_dir: Path,
+                 mpi: MPILauncher | None, *, kill_grace: float = 5.0) -> None:
+        self.alloc = alloc
+        self.mode = mode
+        self.data_dir = data_dir
+        self.mpi = mpi
+        self.kill_grace = kill_grace
+        self.local = LocalSpawner(kill_grace=kill_grace)
+        self.agents: dict[str, AgentClient] = {}
+        self.where: dict[int, Spawner] = {}
+        self.base_env = dict(os.environ)
+        self.base_env["SLUICE_WORKSPACE"] = str(workspace)
+        for k in ("SLUICE_JOB_ID", "CUDA_VISIBLE_DEVICES"):
+            self.base_env.pop(k, None)
+        here = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+        names = [n.name for n in alloc.nodes]
+        self.home = here if here in names else (names[0] if names else here)
+
+    def spawners(self) -> list[Spawner]:
+        return [self.local, *self.agents.values()]
+
+    def _spawner(self, node: str) -> Spawner:
+        if node == self.home or self.alloc.kind == "local":
+            return self.local
+        agent = self.agents.get(node)
+        if agent is None:
+            if self.mpi is None:
+                raise RuntimeError(f"no platform launcher to start a node agent on {node}")
+            agent = AgentClient(agent_args=["--kill-grace", str(self.kill_grace)])
+            prefix = self.mpi.agent_argv(node, [])
+            agent.start(prefix)
+            self.agents[node] = agent
+        return agent
+
+    def command(self, c: Claimed, p: Placement) -> tuple[list[str], dict[str, str]]:
+        """argv (the app's template filled in; an MPI launcher in front in mpi mode) and environment."""
+        argv = templates.render(c.command, c.params, c.args, c.shell)
+        env = self.base_env.copy()
+        if c.app_env:
+            env.update(c.app_env)
+        if c.environment:
+            env.update(c.environment)
+        env["SLUICE_JOB_ID"] = str(c.id)
+        if c.threads_per_rank > 1 and "OMP_NUM_THREADS" not in env:
+            env["OMP_NUM_THREADS"] = str(c.threads_per_rank)
+        gpus = p.gpus.get(p.nodes[0]) if p.gpus else None
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        if self.mode == "mpi":
+            if self.mpi is None:
+                raise RuntimeError("mpi mode needs an MPI launcher (mpiexec.mpich, srun, ...) on PATH")
+            argv = self.mpi.argv(argv, p.nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, env)
+        return argv, env
+
+    def start(self, c: Claimed, p: Placement) -> None:
+        """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events."""
+        cwd = workdir(self.data_dir, c)
+        try:
+            argv, env = self.command(c, p)
+        except Exception as e:  # a template that cannot be filled, a missing launcher: the job's error
+            self.local._pending.append({"ev": "error", "id": c.id, "msg": str(e)})
+            self.where[c.id] = self.local
+            return
+        spawner = self.local if self.mode == "mpi" else self._spawner(p.nodes[0])
+        timeout = c.wall_time_min * 60 if c.wall_time_min else None
+        scwd = str(cwd)
+        spawner.spawn(c.id, argv, cwd=scwd, env=env, stdout=f"{scwd}/{c.name}.out", stderr=f"{scwd}/{c.name}.err",
+                      timeout=timeout)
+        self.where[c.id] = spawner
+
+    def kill(self, job_id: int, sig: int = signal.SIGTERM) -> None:
+        s = self.where.get(job_id)
+        if s is not None:
+            s.kill(job_id, sig)
+
+    def poll(self) -> list[Event]:
+        out: list[Event] = []
+        for s in self.spawners():
+            evs = s.poll_events()
+            for ev in evs:
+                if ev.get("ev") in ("exit", "error"):
+                    self.where.pop(int(ev["id"]), None)
+            out += evs
+        return out
+
+    def timeout_hint(self) -> float | None:
+        hints = [h for s in self.spawners() if (h := s.timeout_hint()) is not None]
+        return min(hints) if hints else None
+
+    def fds(self) -> Sequence[int]:
+        return [s.fileno() for s in self.spawners()]
+
+    def close(self, grace: float | None = None) -> list[Event]:
+        events = self.local.close(grace)
+        for a in self.agents.values():
+            events += a.close()
+        return events
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,186 @@
+"""The work between runs: stage-in, preprocess, postprocess, stage-out, error and timeout handlers.
+
+These run in a thread pool beside the launching loop and return the state changes to write; the loop never
+waits for them. A hook is a shell command run in the job's directory with the job's environment, or
+`py:module:function`, called with the Job. Transient failures (database, network) are retried; a job goes
+FAILED only for its own faults, with the reason in its history.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sluice import transfers
+from sluice.api import Job, Workspace
+from sluice.launcher.sessions import retry_or_fail
+from sluice.states import Change, S
+
+HOOK_TIMEOUT_S = 3600.0
+FREE = {"session_id": None}
+
+
+def job_env(ws: Workspace, job: Job | Any, app_env: Mapping[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(app_env or {})
+    env.update(job.environment or {})
+    env["SLUICE_JOB_ID"] = str(job.id)
+    env["SLUICE_WORKSPACE"] = str(ws.path)
+    return env
+
+
+def run_hook(ws: Workspace, job: Job, hook: str, what: str) -> tuple[bool, str]:
+    """Run a hook; (ok, message). Its output goes to <name>.<what>.log in the job's directory."""
+    cwd = job.path
+    cwd.mkdir(parents=True, exist_ok=True)
+    if hook.startswith("py:"):
+        mod, _, fn = hook[3:].partition(":")
+        try:
+            sys.path.insert(0, str(cwd))
+            try:
+                result = getattr(importlib.import_module(mod), fn)(job)
+            finally:
+                sys.path.remove(str(cwd))
+        except Exception as e:  # the user's hook failed: that is the job's fault, reported
+            return False, f"{what} hook {hook} raised {type(e).__name__}: {e}"
+        return (result is not False), f"{what} hook {hook} returned {result!r}"
+    app = ws.app(job.app)
+    log = cwd / f"{job.name}.{what}.log"
+    with open(log, "ab") as out:
+        try:
+            p = subprocess.run(["/bin/sh", "-c", hook], cwd=cwd, env=job_env(ws, job, app.environment or {}),
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                               timeout=HOOK_TIMEOUT_S, start_new_session=True)
+        except subprocess.TimeoutExpired:
+            return False, f"{what} `{hook}` timed out after {HOOK_TIMEOUT_S:.0f} s"
+    if p.returncode != 0:
+        return False, f"{what} `{hook}` exited {p.returncode} (see {log.name})"
+    return True, f"{what} done"
+
+
+def stage_in(job: Job) -> None:
+    dest = job.path
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in job.stage_in:
+        if isinstance(item, dict) and "parents" in item:
+            for parent in job.parents:
+                transfers.copy(str(parent.path / item["parents"]), dest, link=bool(item.get("link", True)))
+            continue
+        src, to, link = transfers.entry(item)
+        transfers.copy(src, dest / to if to else dest, link=link)
+
+
+def stage_out(job: Job) -> None:
+    for item in job.stage_out:
+        src, to, _ = transfers.entry(item)
+        if to is None:
+            raise transfers.TransferError(f"stage-out entry {item!r} needs a dest")
+        transfers.put(job.path / src, to)
+
+
+def _attempt(fn: Any, *args: Any, tries: int = 3) -> None:
+    for i in range(tries):
+        try:
+            fn(*args)
+            return
+        except transfers.TransferError as e:
+            if not e.transient or i == tries - 1:
+                raise
+            time.sleep(2.0 * (i + 1))
+
+
+def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | None = None) -> list[Change]:
+    """Move one job forward from a processable state; returns the changes (session released at the end)."""
+    job = ws.job(job_id)
+    app = ws.app(job.app)
+    if state == S.READY:
+        try:
+            _attempt(stage_in, job)
+        except (transfers.TransferError, OSError) as e:
+            return [Change(job_id, S.READY, S.FAILED, f"stage-in failed: {e}", fields=FREE)]
+        return _preprocess(ws, job, app.preprocess, S.READY, staged=True)
+    if state == S.STAGED_IN:
+        return _preprocess(ws, job, app.preprocess, S.STAGED_IN, staged=False)
+    if state in (S.RUN_DONE, S.POSTPROCESSED):
+        out: list[Change] = []
+        frm: str = state
+        if state == S.RUN_DONE:
+            if app.postprocess:
+                ok, msg = run_hook(ws, job, app.postprocess, "postprocess")
+                if not ok:
+                    return [Change(job_id, S.RUN_DONE, S.FAILED, msg, fields=FREE)]
+            out.append(Change(job_id, S.RUN_DONE, S.POSTPROCESSED, None))
+            frm = S.POSTPROCESSED
+        try:
+            _attempt(stage_out, job)
+        except (transfers.TransferError, OSError) as e:
+            return out + [Change(job_id, frm, S.FAILED, f"stage-out failed: {e}", fields=FREE)]
+        return out + [Change(job_id, frm, S.JOB_FINISHED, None, fields=FREE)]
+    if state in (S.RUN_ERROR, S.RUN_TIMEOUT):
+        hook = app.error_handler if state == S.RUN_ERROR else app.timeout_handler
+        policy = app.on_error if state == S.RUN_ERROR else app.on_timeout
+        note = ""
+        if hook:
+            ok, note = run_hook(ws, job, hook, "error_handler" if state == S.RUN_ERROR else "timeout_handler")
+        if policy == "fail" or job.retry_count >= job.max_retries:
+            why = "policy says fail" if policy == "fail" else f"no retries left ({job.max_retries} allowed)"
+            return [Change(job_id, state, S.FAILED, f"{why}{'; ' + note if note else ''}", fields=FREE)]
+        return [Change(job_id, state, S.RESTART_READY, f"retry {job.retry_count + 1} of {job.max_retries}"
+                       f"{'; ' + note if note else ''}", fields=FREE)]
+    return []
+
+
+def _preprocess(ws: Workspace, job: Job, hook: str | None, frm: str, staged: bool) -> list[Change]:
+    out: list[Change] = []
+    if staged:
+        out.append(Change(job.id, S.READY, S.STAGED_IN, None))
+        frm = S.STAGED_IN
+    if hook:
+        ok, msg = run_hook(ws, job, hook, "preprocess")
+        if not ok:
+            return out + [Change(job.id, frm, S.FAILED, msg, fields=FREE)]
+    return out + [Change(job.id, frm, S.PREPROCESSED, None, fields=FREE)]
+
+
+def after_exit(job_id: int, rc: int, timed_out: bool, *, retry_count: int, max_retries: int, on_error: str,
+               on_timeout: str, needs_pool: bool, t: float, why: str | None = None) -> tuple[list[Change], bool]:
+    """The changes for a finished process, and whether the pool must take it from there (hooks to run).
+
+    The common case, exit 0 with nothing to postprocess, fast-forwards RUNNING to JOB_FINISHED in one write.
+    """
+    if not timed_out and rc == 0:
+        if needs_pool:
+            return [Change(job_id, S.RUNNING, S.RUN_DONE, None, at=t)], True
+        return [Change(job_id, S.RUNNING, S.JOB_FINISHED, None, at=t, via=(S.RUN_DONE, S.POSTPROCESSED),
+                       via_at=(t, t), fields=FREE)], False
+    via = S.RUN_TIMEOUT if timed_out else S.RUN_ERROR
+    msg = why or (f"exit code {rc}" if not timed_out else "exceeded its wall time")
+    data = {"exit_code": rc}
+    if needs_pool:
+        return [Change(job_id, S.RUNNING, via, msg, data=data, at=t)], True
+    policy = on_timeout if timed_out else on_error
+    if policy == "fail":
+        return [Change(job_id, S.RUNNING, via, msg, data=data, at=t, fields=FREE),
+                Change(job_id, via, S.FAILED, "policy says fail", at=t, fields=FREE)], False
+    return retry_or_fail(job_id, retry_count, max_retries, msg, via, data), False
+
+
+def hook_needed(state_after: str, postprocess: str | None, stage_out: list[Any], error_handler: str | None,
+                timeout_handler: str | None) -> bool:
+    if state_after == S.RUN_DONE:
+        return bool(postprocess or stage_out)
+    if state_after == S.RUN_ERROR:
+        return bool(error_handler)
+    return bool(timeout_handler)
+
+
+def workdir(data_dir: Path, c: Any) -> Path:
+    from sluice.api import job_path
+
+    return job_path(data_dir, c.workdir, c.workflow, c.name, c.id)
