@@ -122,7 +122,7 @@ class Writer(threading.Thread):
                 pass
             try:
                 if batch:
-                    db.retry(lambda: self._write(batch), attempts=120)
+                    db.retry(lambda b=batch: self._write(b), attempts=120)  # type: ignore[misc]
                 now = time.monotonic()
                 if now >= next_beat:
                     db.retry(lambda: self._beat(), attempts=120)
@@ -188,7 +188,8 @@ class Source(threading.Thread):
             try:
                 n = self.want()
                 if n >= min(la.opts.claim_batch, max(1, la.capacity)) and not la.stopping:
-                    got = db.retry(lambda: self._claim(min(n, la.opts.claim_batch)), attempts=20)
+                    k = min(n, la.opts.claim_batch)
+                    got = db.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
                 if la.pool_room() > 0 and not la.stopping:
                     got += db.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
                 if not got and not la.running and not self.buffer and not la.pending:

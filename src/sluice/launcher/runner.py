@@ -84,7 +84,7 @@ class Runner:
         try:
             argv, env = self.command(c, p)
         except Exception as e:  # a template that cannot be filled, a missing launcher: the job's error
-            self.local._pending.append({"ev": "error", "id": c.id, "msg": str(e)})
+            self.local.report_error(c.id, str(e))
             self.where[c.id] = self.local
             return
         spawner = self.local if self.mode == "mpi" else self._spawner(p.nodes[0])
