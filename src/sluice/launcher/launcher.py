@@ -12,6 +12,7 @@ Three threads keep the database out of the hot loop:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -330,7 +331,7 @@ class Launcher:
         with self._lock:
             self.inflight += 1
         fut = self.processing.submit(transitions.process, self.ws, job_id, state)
-        fut.add_done_callback(lambda f, j=job_id: self._processed(j, f))
+        fut.add_done_callback(functools.partial(self._processed, job_id))
 
     def _processed(self, job_id: int, fut: Future[list[Change]]) -> None:
         with self._lock:
