@@ -7,8 +7,6 @@ import click
 from sluice.cli.common import CONTEXT, open_ws, parse_kv
 from sluice.errors import UserError
 
-COMMANDS = ["launcher"]
-
 
 @click.command(context_settings=CONTEXT, epilog="Example: sluice launcher --job-mode serial --wall-time 60")
 @click.option("--job-mode", type=click.Choice(["serial", "mpi"]), default="serial", show_default=True,
@@ -63,3 +61,5 @@ def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], m
     except LauncherNotFound as e:
         raise UserError(f"{e}; install MPICH (apt-get install mpich) or use --job-mode serial") from None
     click.echo(summary.line(), err=True)
+
+COMMANDS = [launcher]
