@@ -74,15 +74,14 @@ def queue_ls(show_all: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=1))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from sluice.cli.render import table
 
-    t = Table("id", "scheduler", "native id", "queue", "nodes", "wall min", "mode", "state", "submitted", "message")
-    for r in rows:
-        sub = datetime.fromtimestamp(r["submitted_at"]).strftime("%m-%d %H:%M:%S") if r["submitted_at"] else ""
-        t.add_row(str(r["id"]), r["scheduler"], r["native_id"] or "", r["queue"] or "", str(r["num_nodes"]),
-                  f"{r['wall_time_min']:g}", r["job_mode"], r["state"], sub, r["message"] or "")
-    Console().print(t)
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t).strftime("%m-%d %H:%M:%S") if t else ""
+
+    table(["id", "scheduler", "native_id", "queue", "nodes", "wall_min", "mode", "state", "submitted", "message"],
+          [[r["id"], r["scheduler"], r["native_id"], r["queue"], r["num_nodes"], r["wall_time_min"], r["job_mode"],
+            r["state"], when(r["submitted_at"]), r["message"]] for r in rows])
 
 
 @queue.command("cancel", context_settings=CONTEXT, epilog="Example: sluice queue cancel 3")

@@ -1,0 +1,285 @@
+"""Verbs that add, link, change and remove jobs: job, qsub, dep, mkchild, modify, rm, killjob."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from sluice.cli import render
+from sluice.cli.common import (
+    CONTEXT,
+    any_filter,
+    build_filters,
+    build_spec,
+    filter_options,
+    job_spec_options,
+    open_ws,
+    parse_json,
+    split_args,
+)
+from sluice.errors import UserError
+
+if TYPE_CHECKING:
+    from sluice.api import Job, Workspace
+
+
+def report_new(job: Job, as_json: bool) -> None:
+    if as_json:
+        render.print_json(job.to_dict())
+    else:
+        click.echo(job.id)
+
+
+# ---------------------------------------------------------------------------------------------- job
+@click.command(context_settings=CONTEXT,
+               epilog="Example: sluice job --name myjob --workflow balsam_tutorial --application myapp "
+                      "--wall-min 60 --num-nodes 1 --ranks-per-node 1")
+@click.option("--name", required=True, metavar="NAME", help="The job's name.")
+@click.option("--application", "--app", "app", required=True, metavar="APP", help="The app it runs.")
+@job_spec_options
+def job(name: str, app: str, as_json: bool, yes: bool, **kw: Any) -> None:
+    """Add one job and print its id."""
+    ws = open_ws()
+    spec = build_spec(ws, kw)
+    report_new(ws.add_job(name, app, **spec), as_json)
+
+
+@click.command(context_settings=CONTEXT,
+               epilog="Example: sluice mkchild 42 --name analyse --application ana --param input=out.dat")
+@click.argument("parent")
+@click.option("--name", required=True, metavar="NAME", help="The new job's name.")
+@click.option("--application", "--app", "app", required=True, metavar="APP", help="The app it runs.")
+@job_spec_options
+def mkchild(parent: str, name: str, app: str, as_json: bool, yes: bool, **kw: Any) -> None:
+    """Add a job that runs after PARENT, and print its id.
+
+    It takes the options of `sluice job`; its workflow is the parent's unless --workflow says otherwise.
+    """
+    ws = open_ws()
+    spec = build_spec(ws, kw)
+    pid = ws.resolve(parent)
+    parents = [pid, *(p for p in spec.pop("parents", []) if p != pid)]
+    spec.setdefault("workflow", ws.job(pid).workflow)
+    report_new(ws.add_job(name, app, parents=parents, **spec), as_json)
+
+
+# --------------------------------------------------------------------------------------------- qsub
+SHELL_CHARS = re.compile(r"[|&;<>()$`*?\[\]~!#\n{}'\"\\]")
+
+
+def qsub_app(ws: Workspace, command: str, shell: bool) -> str:
+    """The implicit app of a one-line job: `qsub-<hash>`, created on first use and reused after."""
+    template = command.replace("{", "{{").replace("}", "}}")
+    digest = hashlib.sha1(f"{shell}:{command}".encode()).hexdigest()[:10]
+    name = f"qsub-{digest}"
+    try:
+        existing = ws.app(name)
+    except UserError:
+        try:
+            ws.add_app(name, template, f"qsub: {command[:200]}", shell=shell)
+        except UserError:  # added by a concurrent qsub of the same command
+            existing = ws.app(name)
+        else:
+            return name
+    if existing.command != template or existing.shell != shell:
+        raise UserError(f"app {name} exists with a different command; remove it with `sluice app rm {name}`")
+    return name
+
+
+@click.command(context_settings={**CONTEXT, "ignore_unknown_options": True, "allow_interspersed_args": False},
+               epilog="Example: sluice qsub --name hello -n 2 --wall-min 10 echo hello world\n\n"
+                      "Example: sluice qsub --script run.sh --name run1\n\n"
+                      "Example: sluice qsub 'grep -c x in.txt > count.txt'   (shell syntax: runs via /bin/sh)")
+@click.option("--name", metavar="NAME", help="Job name (default: the command's program name).")
+@click.option("--script", type=click.Path(dir_okay=False), metavar="FILE", help="Run this script as the job.")
+@job_spec_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def qsub(name: str | None, script: str | None, command: tuple[str, ...], as_json: bool, yes: bool,
+         **kw: Any) -> None:
+    """Add a one-line command or a script as a job (no app to register).
+
+    \b
+    Options go before the command; everything after its first word belongs to the command.
+    A single quoted argument with shell syntax (pipes, redirection, $VARS) runs through /bin/sh;
+    otherwise the words run as given, with no shell.
+    """
+    if script and command:
+        raise UserError("give a COMMAND or --script FILE, not both")
+    if script:
+        p = Path(script).expanduser().resolve()
+        if not p.is_file():
+            raise UserError(f"--script {script}: no such file {p}")
+        with p.open("rb") as fh:
+            shebang = fh.read(2) == b"#!"
+        argv = [str(p)] if shebang and os.access(p, os.X_OK) else ["/bin/sh", str(p)]
+        line, shell, default_name = shlex.join(argv), False, p.stem
+    elif command:
+        if len(command) == 1 and SHELL_CHARS.search(command[0]):
+            line, shell = command[0].strip(), True
+            words = command[0].split()
+        else:
+            words = list(command)
+            if len(words) == 1:
+                words = split_args(words[0]) or []
+            line, shell = shlex.join(words), False
+        if not line.strip():
+            raise UserError("give a command to run, e.g. `sluice qsub echo hello`")
+        default_name = Path(words[0]).name if words else "qsub"
+    else:
+        raise UserError("give a command to run (e.g. `sluice qsub echo hello`) or --script FILE")
+    ws = open_ws()
+    spec = build_spec(ws, kw)
+    if spec.get("params"):
+        raise UserError("qsub jobs take no --param; put the values in the command")
+    app_name = qsub_app(ws, line, shell)
+    report_new(ws.add_job(name or default_name, app_name, **spec), as_json)
+
+
+# ---------------------------------------------------------------------------------------------- dep
+@click.command(context_settings=CONTEXT, epilog="Example: sluice dep 41 42   (job 42 waits for job 41)")
+@click.argument("parent")
+@click.argument("child")
+def dep(parent: str, child: str) -> None:
+    """Make CHILD wait for PARENT to finish.
+
+    Self-dependencies and cycles are refused; a CHILD that was ready goes back to waiting.
+    """
+    ws = open_ws()
+    p, c = ws.resolve(parent), ws.resolve(child)
+    ws.add_dependency(p, c)
+    click.echo(f"job {c} now waits for job {p}")
+
+
+# ------------------------------------------------------------------------------------------- modify
+INT_FIELDS = {"num_nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "max_retries"}
+JSON_FIELDS = {"params", "data", "tags", "environment", "stage_in", "stage_out"}
+NULLABLE = {"workdir", "queue", "machine", "wall_time_min"}
+ALIASES = {"wall_min": "wall_time_min", "wall_time": "wall_time_min", "nodes": "num_nodes", "app_args": "args",
+           "env": "environment", "workflow_name": "workflow"}
+
+
+def parse_field(field: str, value: str) -> tuple[str, Any]:
+    """`--set field=value`: the value as the field wants it (int, minutes, JSON, list, or text)."""
+    key = field.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
+    if key in INT_FIELDS:
+        try:
+            return key, int(value)
+        except ValueError:
+            raise UserError(f"{key.replace('_', '-')} must be a whole number, got {value!r}") from None
+    if key in NULLABLE and value.strip() in ("", "null", "none", "None"):
+        return key, None
+    if key in JSON_FIELDS:
+        return key, parse_json(value, f"--set {key}")
+    if key == "args":
+        if value.lstrip().startswith("["):
+            return key, parse_json(value, "--set args")
+        return key, split_args(value)
+    return key, value
+
+
+@click.command(context_settings=CONTEXT,
+               epilog="Example: sluice modify 42 --set num_nodes=4 --set wall_time_min=01:30:00 "
+                      "--set 'params={\"temp\": 310}'\n\n"
+                      "Example: sluice modify 42 --set state=RESTART_READY")
+@click.argument("job")
+@click.option("--set", "sets", multiple=True, required=True, metavar="FIELD=VALUE",
+              help="A field to change (JSON for params, data, tags, environment, stage_in, stage_out). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the changed job as JSON.")
+def modify(job: str, sets: tuple[str, ...], as_json: bool) -> None:
+    """Change fields of a job, or its state.
+
+    Values are read as the field needs: whole numbers, minutes or HH:MM:SS, JSON for params, data, tags,
+    environment, stage_in and stage_out, text otherwise. A state changes only by a legal transition.
+    """
+    from sluice.states import check, parse_state
+
+    ws = open_ws()
+    changes: dict[str, Any] = {}
+    for item in sets:
+        field, sep, value = item.partition("=")
+        if not sep or not field.strip():
+            raise UserError(f"bad --set {item!r}: write it as FIELD=VALUE, e.g. --set num_nodes=4")
+        k, v = parse_field(field, value)
+        changes[k] = v
+    jid = ws.resolve(job)
+    if "state" in changes:
+        # check the transition before any other field is written, so a refused state changes nothing
+        target = parse_state(str(changes["state"]))
+        check(ws.job(jid).state, target)
+        changes["state"] = target.value
+    j = ws.modify(jid, **changes)
+    if as_json:
+        render.print_json(j.to_dict())
+    else:
+        click.echo(f"job {j.id}: changed {', '.join(sorted(changes))}")
+
+
+# ----------------------------------------------------------------------------------------------- rm
+@click.command(context_settings=CONTEXT,
+               epilog="Example: sluice rm jobs --id 42 --id 43\n\n"
+                      "Example: sluice rm --workflow scan --state FAILED --yes\n\n"
+                      "Example: sluice rm apps --name myapp")
+@click.argument("what", required=False, type=click.Choice(["jobs", "apps", "job", "app"]), default="jobs")
+@filter_options
+@click.option("--all", "all_jobs", is_flag=True, help="Remove every job (asks first unless --yes).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Remove RUNNING jobs too (their launchers lose track of them).")
+def rm(what: str, all_jobs: bool, yes: bool, force: bool, **kw: Any) -> None:
+    """Remove jobs, or an app.
+
+    Jobs matching the filters go (their history stays, as provenance) after you confirm how many.
+    `rm apps --name NAME` removes an app no job uses.
+    """
+    ws = open_ws()
+    if what in ("apps", "app"):
+        name = kw.get("name")
+        if not name:
+            raise UserError("say which app: `sluice rm apps --name NAME`")
+        ws.remove_app(name)
+        click.echo(f"removed app {name!r}")
+        return
+    if not any_filter(kw) and not all_jobs:
+        raise UserError("say which jobs to remove (--id, --state, --workflow, --app, --tag, --name) or pass --all")
+    filters = {} if all_jobs and not any_filter(kw) else build_filters(ws, kw)
+    n = ws.count(**filters)
+    if n == 0:
+        click.echo("no jobs match; nothing removed", err=True)
+        return
+    if not yes:
+        try:
+            ok = click.confirm(f"Remove {n} job(s)?", default=False, err=True)
+        except click.Abort:
+            click.echo("", err=True)
+            ok = False
+        if not ok:
+            click.echo("nothing removed (pass --yes to skip this question)", err=True)
+            raise SystemExit(1)
+    ids = [j.id for j in ws.jobs(**filters)]
+    removed = ws.remove(ids, force=force)
+    click.echo(f"removed {removed} job(s)")
+
+
+# ------------------------------------------------------------------------------------------ killjob
+@click.command(context_settings=CONTEXT, epilog="Example: sluice killjob 42 --recursive")
+@click.argument("job")
+@click.option("--recursive", "-r", is_flag=True, help="Kill its descendants too.")
+def killjob(job: str, recursive: bool) -> None:
+    """Stop a job: mark it USER_KILLED.
+
+    A launcher running it stops the process; children still waiting on it fail, saying why.
+    """
+    ws = open_ws()
+    killed = ws.kill(job, recursive=recursive)
+    if killed:
+        click.echo(f"killed {len(killed)} job(s): {', '.join(map(str, killed[:20]))}"
+                   + (" ..." if len(killed) > 20 else ""))
+    else:
+        click.echo("nothing to kill: those jobs had already ended")
+
