@@ -404,17 +404,17 @@ class Workspace:
     def set_state(self, ref: int | str, state: str, message: str | None = None) -> Job:
         """Move a job to `state` through one legal transition (what `sluice modify --set state=` does)."""
         jid = self.resolve(ref)
-        target = parse_state(state)
         with self.write() as conn:
-            cur = _states_of(conn, [jid], lock=True)[jid]
-            path: tuple[str, ...] = (target,)
-            if target == S.READY and cur in (S.FAILED, S.USER_KILLED):
-                path = (S.READY,)
-            check_path(cur, path)
-            apply(conn, [Change(jid, cur, target, message or f"set to {target} by user")], self.actor)
-            if target == S.JOB_FINISHED:
-                release_children(conn, [jid], self.actor)
+            self._set_state(conn, jid, state, message)
         return self.job(jid)
+
+    def _set_state(self, conn: Connection, jid: int, state: str, message: str | None) -> None:
+        target = parse_state(state)
+        cur = _states_of(conn, [jid], lock=True)[jid]
+        check_path(cur, (target,))
+        apply(conn, [Change(jid, cur, target, message or f"set to {target} by user")], self.actor)
+        if target == S.JOB_FINISHED:
+            release_children(conn, [jid], self.actor)
 
     MODIFIABLE = ("name", "workflow", "params", "args", "workdir", "num_nodes", "ranks_per_node",
                   "threads_per_rank", "gpus_per_rank", "wall_time_min", "environment", "tags", "data",
@@ -427,6 +427,7 @@ class Workspace:
         if bad:
             raise UserError(f"cannot modify {', '.join(bad)}; modifiable fields: {', '.join(self.MODIFIABLE)}")
         state = changes.pop("state", None)
+        values: dict[str, Any] = {}
         if changes:
             job = self.job(jid)
             if job.state == S.RUNNING:
@@ -435,10 +436,11 @@ class Workspace:
             merged = {**{k: getattr(job, k) for k in self.MODIFIABLE if k != "state"}, **changes, "app": job.app}
             row, _ = _job_row(merged, app_row, time.time())
             values = {k: row[k] for k in changes}
-            with self.write() as conn:
+        with self.write() as conn:  # fields and state together: a refused state change writes nothing
+            if values:
                 conn.execute(update(jobs).where(jobs.c.id == jid).values(**values, updated_at=time.time()))
-        if state is not None:
-            self.set_state(jid, str(state))
+            if state is not None:
+                self._set_state(conn, jid, str(state), None)
         return self.job(jid)
 
     def remove(self, ids: Sequence[int], *, force: bool = False) -> int:
@@ -511,6 +513,17 @@ class Workspace:
         for k, v in (tags or {}).items():
             conds.append(jobs.c.tags[k].as_string() == str(v))
         return and_(*conds) if conds else and_(True)
+
+    def ids(self, **filters: Any) -> list[int]:
+        """Ids of the jobs matching the filters of `jobs()`, without loading the rows."""
+        with self.read() as conn:
+            return list(conn.execute(select(jobs.c.id).where(self.filter(**filters)).order_by(jobs.c.id)).scalars())
+
+    def workflows(self) -> dict[str, int]:
+        """Workflow names with their job counts."""
+        q = select(jobs.c.workflow, func.count()).group_by(jobs.c.workflow).order_by(jobs.c.workflow)
+        with self.read() as conn:
+            return {r[0]: int(r[1]) for r in conn.execute(q)}
 
     def count(self, **filters: Any) -> int:
         with self.read() as conn:

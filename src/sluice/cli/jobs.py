@@ -261,7 +261,7 @@ def rm(what: str, all_jobs: bool, yes: bool, force: bool, **kw: Any) -> None:
         if not ok:
             click.echo("nothing removed (pass --yes to skip this question)", err=True)
             raise SystemExit(1)
-    ids = [j.id for j in ws.jobs(**filters)]
+    ids = ws.ids(**filters)
     removed = ws.remove(ids, force=force)
     click.echo(f"removed {removed} job(s)")
 
