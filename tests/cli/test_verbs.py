@@ -225,22 +225,24 @@ def test_help_everywhere(run: Run) -> None:
     for sub in ("add", "ls", "show", "rm", "modify"):
         assert "Example:" in ok(run("app", sub, "--help")).stdout
     assert "Example:" in ok(run("db", "upgrade", "--help")).stdout
+    for sub in ("submit", "ls", "cancel"):
+        assert "Example:" in ok(run("queue", sub, "--help")).stdout
 
 
 def test_optional_modules_are_registered(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sluice.cli import main
 
     (tmp_path / "fake_launcher_cli.py").write_text(
-        "import click\n\nCOMMANDS = ['launcher']\n\n@click.command(epilog='Example: sluice launcher')\n"
-        "def launcher():\n    'Run jobs.'\n    click.echo('launched')\n\n"
+        "import click\n\nCOMMANDS = ['fakeverb']\n\n@click.command(epilog='Example: sluice fakeverb')\n"
+        "def fakeverb():\n    'Run jobs.'\n    click.echo('launched')\n\n"
         "@click.command()\ndef helper():\n    'Not listed.'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "broken_cli.py").write_text("raise RuntimeError('half written')\n")
     monkeypatch.setattr(main, "OPTIONAL_MODULES", ("fake_launcher_cli", "sluice.cli.no_such_module", "broken_cli"))
     monkeypatch.setattr(main.cli, "_optional", None)
     r = ok(run("--help"))
-    assert "launcher" in r.stdout and "cannot load broken_cli" in r.stderr
-    assert ok(run("launcher")).stdout.strip() == "launched"
+    assert "fakeverb" in r.stdout and "cannot load broken_cli" in r.stderr
+    assert ok(run("fakeverb")).stdout.strip() == "launched"
     assert "helper" not in r.stdout
 
 

@@ -32,11 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("sluice.cli.query", "show"),
     "history": ("sluice.cli.query", "history"),
     "submit": ("sluice.cli.submit", "submit"),
+    "launcher": ("sluice.cli.launcher", "launcher"),
+    "service": ("sluice.cli.service", "service"),
+    "queue": ("sluice.cli.service", "queue"),
+    "report": ("sluice.cli.report", "report"),
 }
 # Modules written elsewhere that may not exist yet; every click command defined at their top level is added
 # (or those a module-level `COMMANDS` list names, as attribute names or command objects).
-OPTIONAL_MODULES = ("sluice.cli.launcher", "sluice.cli.service", "sluice.cli.dbserver", "sluice.cli.report",
-                    "sluice.cli.web")
+OPTIONAL_MODULES = ("sluice.cli.dbserver", "sluice.cli.web")
 
 EXIT_USER_ERROR = 2
 
