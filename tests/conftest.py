@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from sluice import db
 from sluice.api import Workspace
@@ -42,7 +43,7 @@ def slurm_cluster() -> None:
 
 def _server_db(admin_url: str, kind: str) -> Iterator[str]:
     name = f"sluice_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)  # survives restarts
     with admin.connect() as c:
         c.execute(text(f"CREATE DATABASE {name}"))
     url = admin_url.rsplit("/", 1)[0] + "/" + name

@@ -188,7 +188,10 @@ class Source(threading.Thread):
             got = 0
             try:
                 n = self.want()
-                if n >= min(la.opts.claim_batch, max(1, la.capacity)) and not la.stopping:
+                # batch claims, but never starve: with an empty buffer take what is wanted (max_jobs may
+                # leave room for fewer jobs than the batch threshold)
+                if n > 0 and (n >= min(la.opts.claim_batch, max(1, la.capacity)) or not self.buffer) \
+                        and not la.stopping:
                     k = min(n, la.opts.claim_batch)
                     got = db.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
                 if la.pool_room() > 0 and not la.stopping:
@@ -205,6 +208,8 @@ class Source(threading.Thread):
             if got:
                 self.idle_since = None
                 la.wake()
+            elif la.running or la.pending or la.inflight:
+                self.idle_since = None  # busy is not idle: the idle timeout counts from when work ran out
             elif self.idle_since is None:
                 self.idle_since = time.monotonic()
             with self.cv:

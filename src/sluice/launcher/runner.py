@@ -22,6 +22,8 @@ from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
 from sluice.launcher.transitions import workdir
 
+_NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
+
 
 class Runner:
     def __init__(self, alloc: Allocation, mode: str, workspace: Path, data_dir: Path,
@@ -34,6 +36,11 @@ class Runner:
         self.local = LocalSpawner(kill_grace=kill_grace)
         self.agents: dict[str, AgentClient] = {}
         self.where: dict[int, Spawner] = {}
+        # Each attempt gets its own spawn id: a spawner's timers (TERM->KILL grace, wall time) are keyed by id,
+        # so a retried job reusing its job id would be hit by the previous attempt's late SIGKILL.
+        self._sid: dict[int, int] = {}  # job id -> spawn id of its current attempt
+        self._jid: dict[int, int] = {}  # spawn id -> job id
+        self._next_sid = 0
         self.base_env = dict(os.environ)
         self.base_env["SLUICE_WORKSPACE"] = str(workspace)
         for k in ("SLUICE_JOB_ID", "CUDA_VISIBLE_DEVICES"):
@@ -78,35 +85,60 @@ class Runner:
             argv = self.mpi.argv(argv, p.nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, env)
         return argv, env
 
+    def _new_sid(self, job_id: int) -> int:
+        self._next_sid += 1
+        sid = self._next_sid
+        self._sid[job_id] = sid
+        self._jid[sid] = job_id
+        return sid
+
     def start(self, c: Claimed, p: Placement) -> None:
         """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events."""
         cwd = workdir(self.data_dir, c)
+        sid = self._new_sid(c.id)
         try:
             argv, env = self.command(c, p)
         except Exception as e:  # a template that cannot be filled, a missing launcher: the job's error
-            self.local.report_error(c.id, str(e))
+            self.local.report_error(sid, str(e))
             self.where[c.id] = self.local
             return
         spawner = self.local if self.mode == "mpi" else self._spawner(p.nodes[0])
+        if spawner is not self.local:
+            # the env is the launcher's (home node's): node-specific variables must name the task's node
+            for k in _NODE_VARS:
+                if k in env:
+                    env[k] = p.nodes[0]
         timeout = c.wall_time_min * 60 if c.wall_time_min else None
         scwd = str(cwd)
-        spawner.spawn(c.id, argv, cwd=scwd, env=env, stdout=f"{scwd}/{c.name}.out", stderr=f"{scwd}/{c.name}.err",
+        spawner.spawn(sid, argv, cwd=scwd, env=env, stdout=f"{scwd}/{c.name}.out", stderr=f"{scwd}/{c.name}.err",
                       timeout=timeout)
         self.where[c.id] = spawner
 
     def kill(self, job_id: int, sig: int = signal.SIGTERM) -> None:
         s = self.where.get(job_id)
         if s is not None:
-            s.kill(job_id, sig)
+            s.kill(self._sid[job_id], sig)
 
     def poll(self) -> list[Event]:
+        return self._translate([ev for s in self.spawners() for ev in s.poll_events()])
+
+    def _translate(self, evs: list[Event]) -> list[Event]:
+        """Spawn ids back to job ids; an attempt that ended lets go of its spawn id."""
         out: list[Event] = []
-        for s in self.spawners():
-            evs = s.poll_events()
-            for ev in evs:
-                if ev.get("ev") in ("exit", "error"):
-                    self.where.pop(int(ev["id"]), None)
-            out += evs
+        for ev in evs:
+            raw = ev.get("id")
+            sid = int(raw) if raw is not None else -1
+            jid = self._jid.get(sid)
+            if jid is None:
+                out.append(ev)
+                continue
+            ev = {**ev, "id": jid}
+            if ev.get("ev") in ("exit", "error"):
+                del self._jid[sid]
+                if self._sid.get(jid) == sid:
+                    del self._sid[jid]
+                    self.where.pop(jid, None)
+            out.append(ev)
         return out
 
     def timeout_hint(self) -> float | None:
@@ -120,7 +152,7 @@ class Runner:
         events = self.local.close(grace)
         for a in self.agents.values():
             events += a.close()
-        return events
+        return self._translate(events)
 
 
 def python() -> str:

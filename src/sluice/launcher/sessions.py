@@ -97,7 +97,9 @@ def retry_or_fail(job_id: int, retry_count: int, max_retries: int, msg: str, via
         out.append(Change(job_id, S.RUNNING, via, msg, data=data, fields=free))
         frm = via
     if retry_count < max_retries:
-        out.append(Change(job_id, frm, S.RESTART_READY, f"retry {retry_count + 1} of {max_retries}", fields=free))
+        why = "" if via is not None else f": {msg}"  # straight from RUNNING: say why here (no via event does)
+        out.append(Change(job_id, frm, S.RESTART_READY, f"retry {retry_count + 1} of {max_retries}{why}",
+                          fields=free))
     else:
         if frm == S.RUNNING:
             out.append(Change(job_id, S.RUNNING, S.RUN_ERROR, msg, data=data, fields=free))
