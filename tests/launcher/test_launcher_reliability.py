@@ -84,10 +84,10 @@ def assert_all_finished(ws: Workspace, ids: list[int]) -> None:
 
 @pytest.mark.slow
 def test_kill_9_then_new_launcher_recovers(ws2: Workspace, tmp_path: Path) -> None:
-    """kill -9 mid-campaign; the next launcher recovers the dead session at once (same host, pid gone) and
-    finishes everything. Exactly-once holds for every job the kill did not cut short; a job in flight at the
-    kill may have run twice (at-least-once: its exit may have been reaped but not yet written, or its orphaned
-    process completed after the kill), never more."""
+    """kill -9 of `sluice launcher` mid-campaign, then a new launcher: every job ends JOB_FINISHED, none is
+    left RUNNING, and each job's marker shows it completed exactly once. The launcher's worker process dies
+    with its parent (PR_SET_PDEATHSIG): jobs it was running are cut short and retried, never left to finish
+    unrecorded; a job cut short may have started twice, never finished twice."""
     ws = ws2
     ids = add_marked(ws, 1000, "sleep 0.05")
     log = tmp_path / "l1.log"
@@ -96,25 +96,21 @@ def test_kill_9_then_new_launcher_recovers(ws2: Workspace, tmp_path: Path) -> No
     assert p1.poll() is None, log.read_text()
     os.kill(p1.pid, signal.SIGKILL)
     p1.wait()
-    (dead,) = ws.sessions(live_only=True)
-    in_flight = {j.id for j in ws.jobs() if j.session_id == dead["id"]}
     assert ws.count(state=S.JOB_FINISHED) < len(ids)
-    time.sleep(0.3)  # orphans of the killed launcher (own sessions, not its children any more) finish
 
     log2 = tmp_path / "l2.log"
     p2 = launcher(ws, "--idle-timeout", "2", cores=16, log=log2)
     assert wait(p2, 180, log2) == 0, log2.read_text()
+    wait_for(lambda: not ws.sessions(live_only=True), 30, "every session to end")
     assert_all_finished(ws, ids)
-    lost = {e.job_id for e in ws.events() if e.message and "was lost" in e.message}
-    assert lost and lost <= in_flight
+    cut = {e.job_id for e in ws.events() if e.to_state == S.RUN_TIMEOUT}
+    assert cut, "the kill cut no job short: it came too late to test anything"
+    assert all("signal SIGTERM" in (e.message or "") for e in ws.events() if e.to_state == S.RUN_TIMEOUT)
 
     m = markers(ws)
-    twice = {j for j, v in m.items() if v.count("d") != 1}
-    assert all(v.count("d") >= 1 for v in m.values()), "a job is JOB_FINISHED but never completed"
-    assert all(v.count("d") <= 2 and v.count("s") <= 2 for v in m.values())
-    assert twice <= in_flight, sorted(twice - in_flight)[:10]
-    once = [j for j in ids if j not in in_flight]
-    assert all(m[j] == "sd" for j in once), [(j, m[j]) for j in once if m[j] != "sd"][:10]
+    assert all(v.count("d") == 1 for v in m.values()), [(j, v) for j, v in m.items() if v.count("d") != 1][:10]
+    assert all(v.count("s") <= 2 for v in m.values())
+    assert all(m[j] == "sd" for j in ids if j not in cut), [(j, m[j]) for j in ids if j not in cut and m[j] != "sd"]
 
 
 @pytest.mark.slow

@@ -45,6 +45,7 @@ def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], m
 
     from sluice.launcher.launcher import Launcher, Options
     from sluice.launcher.mpi import LauncherNotFound
+    from sluice.launcher.supervise import supervised
     from sluice.timefmt import wall_minutes
 
     ws = open_ws()
@@ -56,10 +57,20 @@ def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], m
                    stale_after_s=6 * heartbeat, kill_grace_s=kill_grace, status=not quiet,
                    batch_job_id=int(batch) if batch and batch.isdigit() else None)
     try:
-        la = Launcher(ws, opts)
-        summary = la.run()
+        la = Launcher(ws, opts)  # discovery and MPI checks here, so their errors are ours to print
     except LauncherNotFound as e:
         raise UserError(f"{e}; install MPICH (apt-get install mpich) or use --job-mode serial") from None
-    click.echo(summary.line(), err=True)
+
+    def work() -> int:
+        from sluice import db
+
+        db.dispose_all()  # pooled connections belong to the parent; the child opens its own
+        summary = la.run()
+        click.echo(summary.line(), err=True)
+        return 0
+
+    code = supervised(work)
+    if code:
+        raise SystemExit(code)
 
 COMMANDS = [launcher]

@@ -529,7 +529,8 @@ class Launcher:
             t = float(ev.get("t") or time.time())
             if kind == "error":
                 rc, timed_out, why = 127, False, str(ev.get("msg"))
-            elif jid in self.stopping_ids:
+            elif jid in self.stopping_ids and int(ev.get("rc", -15)) != 0:
+                # cut short by our TERM; one that still exited 0 had finished its work and counts as done
                 rc, timed_out, why = int(ev.get("rc", -15)), True, f"stopped: {self.stop_reason}"
             else:
                 rc, timed_out, why = int(ev["rc"]), bool(ev.get("timed_out")), None
