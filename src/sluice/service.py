@@ -176,7 +176,8 @@ class Service:
     def _recover(self) -> list[int]:
         """Sessions with a stale heartbeat, and sessions whose batch job has ended, lose their jobs."""
         with db.write(self.ws.engine) as conn:
-            dead = sessions.recover(conn, stale_after=self.stale_after_s, actor="service")
+            dead = sessions.recover(conn, stale_after=self.stale_after_s, actor="service",
+                                    workspace=str(self.ws.path))
             ended = conn.execute(
                 select(launcher_sessions.c.id).join(batch_jobs, batch_jobs.c.id == launcher_sessions.c.batch_job_id)
                 .where(launcher_sessions.c.ended_at.is_(None),

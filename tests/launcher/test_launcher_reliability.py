@@ -153,3 +153,22 @@ def test_sigterm_stops_running_jobs(ws2: Workspace, tmp_path: Path) -> None:
     assert all(v == "s" for v in markers(ws).values())  # stopped, never completed
     (sess,) = ws.sessions()
     assert sess["ended_at"] is not None
+
+
+def test_kill_9_of_the_worker_itself_leaves_no_job_to_finish_twice(sqlite_ws: Workspace, tmp_path: Path) -> None:
+    """Even when the launcher's worker process (not its supervisor) is killed outright, the next launcher
+    kills the jobs' leftover processes on this host before retrying them."""
+    ws = sqlite_ws
+    ids = add_marked(ws, 8, "sleep 4")
+    p1 = launcher(ws, "--idle-timeout", "30", cores=4, log=tmp_path / "l1.log")
+    wait_for(lambda: ws.count(state=S.RUNNING) == 4, 60, "4 jobs running")
+    (sess,) = ws.sessions(live_only=True)
+    os.kill(sess["pid"], signal.SIGKILL)  # the worker; its tasks are orphaned
+    p1.wait(30)
+    p2 = launcher(ws, "--idle-timeout", "1", cores=4, log=tmp_path / "l2.log")
+    assert wait(p2, 120, tmp_path / "l2.log") == 0
+    assert_all_finished(ws, ids)
+    time.sleep(4.5)  # an orphan that survived would have written its "d" by now
+    m = markers(ws)
+    assert all(v.count("d") == 1 for v in m.values()), m
+    assert sum(v.count("s") == 2 for v in m.values()) == 4

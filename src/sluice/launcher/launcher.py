@@ -201,7 +201,7 @@ class Source(threading.Thread):
                 if time.monotonic() >= next_recover:
                     with db.write(la.ws.engine) as conn:
                         sessions.recover(conn, stale_after=la.opts.stale_after_s, actor=la.actor,
-                                         exclude=la.session_id)
+                                         exclude=la.session_id, workspace=str(la.ws.path))
                     next_recover = time.monotonic() + la.opts.heartbeat_s
             except Exception as e:
                 log.warning("claiming failed, will retry: %s", str(e).splitlines()[0][:200])
@@ -361,7 +361,7 @@ class Launcher:
                                              info={"nodes": [n.name for n in self.alloc.nodes],
                                                    "end_time": self.alloc.end_time})
             sessions.recover(conn, stale_after=self.opts.stale_after_s, actor=f"launcher:{self.session_id}",
-                             exclude=self.session_id)
+                             exclude=self.session_id, workspace=str(self.ws.path))
         self.actor = f"launcher:{self.session_id}"
         self.summary.session_id = self.session_id
         self.runner = Runner(self.alloc, self.opts.job_mode, self.ws.path, self.ws.config.data_dir, mpi,

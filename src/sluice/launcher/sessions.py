@@ -8,6 +8,7 @@ same host, its process is gone), any launcher or the service recovers them: RUNN
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from typing import Any
@@ -55,16 +56,59 @@ def _dead_here(row: Any) -> bool:
     return now_start is None or (start is not None and now_start != start)
 
 
-def recover(conn: Connection, *, stale_after: float, actor: str, exclude: int | None = None) -> list[int]:
-    """End sessions that died and recover their jobs; returns the ids of the sessions recovered."""
+def recover(conn: Connection, *, stale_after: float, actor: str, exclude: int | None = None,
+            workspace: str | None = None) -> list[int]:
+    """End sessions that died and recover their jobs; returns the ids of the sessions recovered.
+
+    For a session that died on this host, its jobs' leftover processes (each leads its own session, so they
+    outlive a launcher killed outright) are killed first, so a retried job never races its old self.
+    """
     now = time.time()
     rows = conn.execute(select(launcher_sessions).where(launcher_sessions.c.ended_at.is_(None))).all()
-    dead = [r.id for r in rows if r.id != exclude and (r.heartbeat_at < now - stale_after or _dead_here(r))]
+    dead = [r for r in rows if r.id != exclude and (r.heartbeat_at < now - stale_after or _dead_here(r))]
     if not dead:
         return []
-    conn.execute(update(launcher_sessions).where(launcher_sessions.c.id.in_(dead)).values(ended_at=now))
-    release_jobs(conn, dead, actor, reason="launcher session {sid} was lost")
-    return dead
+    ids = [r.id for r in dead]
+    if workspace is not None and any(r.host == socket.gethostname() for r in dead):
+        running = conn.execute(select(jobs.c.id).where(jobs.c.session_id.in_(ids), jobs.c.state == S.RUNNING))
+        kill_leftovers(workspace, {str(j) for j in running.scalars()})
+    conn.execute(update(launcher_sessions).where(launcher_sessions.c.id.in_(ids)).values(ended_at=now))
+    release_jobs(conn, ids, actor, reason="launcher session {sid} was lost")
+    return ids
+
+
+def kill_leftovers(workspace: str, job_ids: set[str]) -> int:
+    """SIGKILL the process groups of this workspace's jobs `job_ids` still running on this host.
+
+    A process is ours only if it leads its session and its environment names this workspace and one of the
+    jobs: pid reuse can never make us kill a stranger.
+    """
+    if not job_ids:
+        return 0
+    ws = f"SLUICE_WORKSPACE={workspace}".encode()
+    n = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if int(fields[3]) != int(d):  # field 6 of stat: the session id; a task leads its own
+                continue
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ws not in env:
+            continue
+        jid = next((e[len(b"SLUICE_JOB_ID="):].decode() for e in env if e.startswith(b"SLUICE_JOB_ID=")), None)
+        if jid in job_ids:
+            try:
+                os.killpg(int(d), signal.SIGKILL)
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 def release_jobs(conn: Connection, session_ids: list[int], actor: str, *, reason: str,
