@@ -201,9 +201,9 @@ def test_many_tasks_quickly(tmp_path: Path) -> None:
 @pytest.mark.slurm
 def test_agent_on_a_slurm_node_through_srun(tmp_path: Path) -> None:
     """The agent started once through `srun -N1 -n1 -w n3 --overlap` runs tasks on n3."""
-    from sluice.launcher.mpi import SrunExec
+    from tests.conftest import START_SLURM as start
 
-    start = Path("/work/shared/ci/start-slurm.sh")
+    from sluice.launcher.mpi import SrunExec
     if not start.exists():
         pytest.skip(f"{start} is absent")
     res = subprocess.run(["bash", str(start), "--nodes", "4"], capture_output=True, text=True, timeout=600)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import START_SLURM  # noqa: E402
 
 from sluice.launcher.mpi import (
     AprunExec,
@@ -19,7 +20,6 @@ from sluice.launcher.mpi import (
     choose,
 )
 
-START_SLURM = Path("/work/shared/ci/start-slurm.sh")
 HELLO_C = r"""
 #include <mpi.h>
 #include <stdio.h>

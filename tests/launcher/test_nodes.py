@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.conftest import START_SLURM  # noqa: E402
 
 from sluice.launcher.nodes import (
     Node,
@@ -20,7 +21,6 @@ from sluice.launcher.nodes import (
     parse_slurm_time,
 )
 
-START_SLURM = Path("/work/shared/ci/start-slurm.sh")
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tests.conftest import START_SLURM  # noqa: E402,F401
 
-START_SLURM = Path("/work/shared/ci/start-slurm.sh")
 DATA = Path(__file__).parent / "data"
 
 
