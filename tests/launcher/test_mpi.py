@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.conftest import START_SLURM  # noqa: E402
 
 from sluice.launcher.mpi import (
     AprunExec,
@@ -122,13 +121,6 @@ def test_real_mpich_two_ranks_local(hello: Path) -> None:
     assert {(r, s) for r, s, _ in got} == {(0, 2), (1, 2)}
 
 
-@pytest.fixture(scope="module")
-def slurm_cluster() -> None:
-    if not START_SLURM.exists():
-        pytest.skip(f"{START_SLURM} is absent")
-    res = subprocess.run(["bash", str(START_SLURM), "--nodes", "4"], capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, f"start-slurm failed:\n{res.stdout}\n{res.stderr}"
 
 
 @pytest.mark.slurm

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.conftest import START_SLURM  # noqa: E402
 
 from sluice.launcher.nodes import (
     Node,
@@ -145,13 +144,6 @@ def test_allocation_end_override() -> None:
     assert discover(env, run=lambda argv: "2030-01-01T10:00:00", wall_time_min=5).end_time == 1234.5
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> None:
-    if not START_SLURM.exists():
-        pytest.skip(f"{START_SLURM} is absent")
-    res = subprocess.run(["bash", str(START_SLURM), "--nodes", "4"], capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, f"start-slurm failed:\n{res.stdout}\n{res.stderr}"
 
 
 @pytest.mark.slurm
