@@ -7,6 +7,7 @@ Steps with nothing to do are fast-forwarded in one write (`Change.via`), each st
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import time
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, insert, select, update
+from sqlalchemy import Connection, and_, exists, select, update
 
+from sluice import db
 from sluice.errors import IllegalTransition, UserError
-from sluice.models import events, job_parents, jobs
+from sluice.models import job_parents, jobs
 
 
 class State(StrEnum):
@@ -198,9 +200,13 @@ def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> 
         waves[k][key].append(c.job_id)
     for groups in waves:
         _update(conn, groups, now)
-    rows = [r for c in done for r in event_rows(c, actor, now)]
-    if rows:
-        conn.execute(insert(events), rows)
+    rows = [(r["job_id"], r["from_state"], r["to_state"], r["timestamp"], r["actor"], r["message"],
+             None if r["data"] is None else json.dumps(r["data"]))
+            for c in done for r in event_rows(c, actor, now)]
+    db.bulk_insert(conn, "events", EVENT_COLUMNS, rows)  # the driver's executemany: the launcher's hot path
+
+
+EVENT_COLUMNS = ["job_id", "from_state", "to_state", "timestamp", "actor", "message", "data"]
 
 
 def _update(conn: Connection, groups: dict[tuple[Any, ...], list[int]], now: float) -> None:
