@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from sluice import db
 from sluice.api import Workspace
-from sluice.models import Base
+from sluice.models import metadata
 
 PG_ADMIN = os.environ.get("SLUICE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MY_ADMIN = os.environ.get("SLUICE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
@@ -81,7 +81,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _wipe(url: str) -> None:
     eng = db.engine(url)
     with eng.begin() as conn:
-        for t in reversed(Base.metadata.sorted_tables):
+        for t in reversed(metadata.sorted_tables):
             conn.execute(t.delete())
 
 

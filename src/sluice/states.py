@@ -187,32 +187,63 @@ def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None,
 
 
 def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> None:
-    """One UPDATE per kind of change. A job changed twice in one batch (started, then finished) has its
-    changes in successive waves, so the later one is written last."""
+    """One UPDATE per kind of change. A job changed twice in one batch (started, then finished) is merged
+    into one change through the intermediate states (one row write, every step still an event); changes that
+    cannot merge go in successive waves, so the later one is written last."""
+    merged = _merge(done)
     waves: list[dict[tuple[Any, ...], list[int]]] = []
     nth: dict[int, int] = {}
-    for c in done:
+    for c in merged:
         k = nth.get(c.job_id, 0)
         nth[c.job_id] = k + 1
         if k == len(waves):
             waves.append(defaultdict(list))
-        key = (c.from_state, c.to_state, c.message, tuple(sorted(c.fields.items())))
+        key = (c.to_state, c.message, _spends_retry(c), tuple(sorted(c.fields.items())))
         waves[k][key].append(c.job_id)
     for groups in waves:
         _update(conn, groups, now)
     rows = [(r["job_id"], r["from_state"], r["to_state"], r["timestamp"], r["actor"], r["message"],
              None if r["data"] is None else json.dumps(r["data"]))
-            for c in done for r in event_rows(c, actor, now)]
+            for c in merged for r in event_rows(c, actor, now)]
     db.bulk_insert(conn, "events", EVENT_COLUMNS, rows)  # the driver's executemany: the launcher's hot path
+
+
+def _merge(done: Sequence[Change]) -> list[Change]:
+    """Fold a job's change that carries no message or data into the job's next change in the same batch."""
+    last: dict[int, int] = {}
+    out: list[Change | None] = []
+    for c in done:
+        i = last.get(c.job_id)
+        prev = out[i] if i is not None else None
+        if prev is not None and prev.message is None and prev.data is None and prev.to_state == c.from_state:
+            t_prev = prev.at if prev.at is not None else time.time()
+            c = Change(c.job_id, prev.from_state, c.to_state, c.message, c.data,
+                       via=(*prev.via, prev.to_state, *c.via), at=c.at,
+                       via_at=(*(prev.via_at or (t_prev,) * len(prev.via)), t_prev,
+                               *(c.via_at or ((c.at if c.at is not None else time.time()),) * len(c.via))),
+                       fields={**prev.fields, **c.fields})
+            out[i] = None  # type: ignore[index]
+        last[c.job_id] = len(out)
+        out.append(c)
+    return [c for c in out if c is not None]
+
+
+def _spends_retry(c: Change) -> bool:
+    prev: str = c.from_state
+    for st in c.path():
+        if st == S.RESTART_READY and prev in RETRY_SOURCES:
+            return True
+        prev = st
+    return False
 
 
 EVENT_COLUMNS = ["job_id", "from_state", "to_state", "timestamp", "actor", "message", "data"]
 
 
 def _update(conn: Connection, groups: dict[tuple[Any, ...], list[int]], now: float) -> None:
-    for (frm, to, msg, fields), gids in groups.items():
+    for (to, msg, retry, fields), gids in groups.items():
         values: dict[str, Any] = {"state": to, "state_message": msg, "updated_at": now, **dict(fields)}
-        if to == S.RESTART_READY and frm in RETRY_SOURCES:
+        if retry:
             values["retry_count"] = jobs.c.retry_count + 1
         for i in range(0, len(gids), 900):
             conn.execute(update(jobs).where(jobs.c.id.in_(gids[i : i + 900])).values(**values))

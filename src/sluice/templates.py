@@ -6,6 +6,7 @@ or quotes stays one argument and never reaches a shell (unless the app says `she
 
 from __future__ import annotations
 
+import functools
 import shlex
 import string
 from collections.abc import Mapping, Sequence
@@ -57,8 +58,15 @@ def render(template: str, params: Mapping[str, Any], args: Sequence[str] = (), s
         if args:
             line += " " + " ".join(shlex.quote(a) for a in args)
         return ["/bin/sh", "-c", line]
+    words = _split(template)
+    out = [w.format(**params) if "{" in w or "}" in w else w for w in words]
+    return out + list(args) if args else out
+
+
+@functools.lru_cache(maxsize=256)
+def _split(template: str) -> tuple[str, ...]:
+    """Split once per template: a launcher renders the same few templates thousands of times a second."""
     try:
-        words = shlex.split(template)
+        return tuple(shlex.split(template))
     except ValueError as e:
         raise UserError(f"cannot split command {template!r}: {e}") from None
-    return [w.format(**params) for w in words] + list(args)

@@ -174,28 +174,40 @@ class Source(threading.Thread):
         self.nothing_left = False
         self.skip: set[int] = set()
 
+    def target(self) -> int:
+        """How many claimed jobs to hold: enough that the main loop never waits for a claim."""
+        return max(self.la.opts.claim_batch, self.la.capacity * 4)
+
+    def level(self) -> int:
+        return len(self.buffer) + len(self.la.pending)
+
     def want(self) -> int:
         la = self.la
-        cap = la.capacity * 2 + la.opts.claim_batch // 2
+        cap = self.target()
         if la.opts.max_jobs is not None:
-            cap = min(cap, la.opts.max_jobs - la.summary.started - len(la.pending))
-        return max(0, cap - len(self.buffer))
+            cap = min(cap, la.opts.max_jobs - la.summary.started)
+        return max(0, cap - self.level())
+
+    def low(self) -> bool:
+        """Time to claim: the buffer is half empty (claims come in full batches of adjacent ids)."""
+        return self.level() <= self.target() // 2
 
     def run(self) -> None:
         la = self.la
         next_recover = time.monotonic() + la.opts.heartbeat_s
+        next_processable = 0.0
         while not self.stopped:
             got = 0
             try:
                 n = self.want()
-                # batch claims, but never starve: with an empty buffer take what is wanted (max_jobs may
-                # leave room for fewer jobs than the batch threshold)
-                if n > 0 and (n >= min(la.opts.claim_batch, max(1, la.capacity)) or not self.buffer) \
-                        and not la.stopping:
+                if n > 0 and self.low() and not la.stopping:
                     k = min(n, la.opts.claim_batch)
                     got = db.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
-                if la.pool_room() > 0 and not la.stopping:
-                    got += db.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
+                now = time.monotonic()
+                if la.pool_room() > 0 and not la.stopping and now >= next_processable:
+                    took = db.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
+                    next_processable = now + (0.0 if took else 0.5)  # an empty write transaction is not free
+                    got += took
                 if not got and not la.running and not self.buffer and not la.pending:
                     self.nothing_left = db.retry(self._nothing_left, attempts=20)
                 if time.monotonic() >= next_recover:
@@ -462,7 +474,7 @@ class Launcher:
             self.pending.append(buf.popleft())
         if not self.pending:
             return False
-        if len(self.source.buffer) < self.capacity:
+        if self.source.low():
             self.source.poke()
         started: list[Change] = []
         keep: list[Claimed] = []

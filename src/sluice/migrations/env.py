@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from sluice.models import Base
+from sluice.models import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -15,7 +15,7 @@ if connection is None:  # pragma: no cover - only `alembic` run by hand against 
 
 context.configure(
     connection=connection,
-    target_metadata=Base.metadata,
+    target_metadata=metadata,
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

@@ -68,7 +68,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_job_id', ['job_id', 'id'], unique=False)
-        batch_op.create_index('ix_events_to_state_timestamp', ['to_state', 'timestamp'], unique=False)
 
     op.create_table('launcher_sessions',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -114,9 +113,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_name', ['name'], unique=False)
-        batch_op.create_index('ix_jobs_session_id', ['session_id'], unique=False)
         batch_op.create_index('ix_jobs_state_id', ['state', 'id'], unique=False)
-        batch_op.create_index('ix_jobs_workflow_state', ['workflow', 'state'], unique=False)
+        batch_op.create_index('ix_jobs_workflow', ['workflow'], unique=False)
 
     op.create_table('job_parents',
     sa.Column('parent_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -136,15 +134,13 @@ def downgrade() -> None:
 
     op.drop_table('job_parents')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.drop_index('ix_jobs_workflow_state')
+        batch_op.drop_index('ix_jobs_workflow')
         batch_op.drop_index('ix_jobs_state_id')
-        batch_op.drop_index('ix_jobs_session_id')
         batch_op.drop_index('ix_jobs_name')
 
     op.drop_table('jobs')
     op.drop_table('launcher_sessions')
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.drop_index('ix_events_to_state_timestamp')
         batch_op.drop_index('ix_events_job_id')
 
     op.drop_table('events')
