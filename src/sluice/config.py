@@ -17,6 +17,8 @@ from sluice.errors import UserError, WorkspaceNotFound
 CONFIG_NAME = "sluice.toml"
 ENV_WORKSPACE = "SLUICE_WORKSPACE"
 ENV_DB_URL = "SLUICE_DB_URL"
+SCHEMA_HEAD = "0001"
+"""The newest migration in sluice/migrations/versions; a test keeps the two in step."""
 
 
 @dataclass(frozen=True)

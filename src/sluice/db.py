@@ -19,9 +19,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from sluice import config
 from sluice.errors import DatabaseError, SchemaOutOfDate, UserError
 
-HEAD = "0001"  # the newest migration in sluice/migrations/versions; a test keeps the two in step
+HEAD = config.SCHEMA_HEAD
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_MS = 60_000
 

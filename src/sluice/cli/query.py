@@ -52,6 +52,9 @@ def ls(ctx: click.Context, what: str, limit: int, summary: bool, tree: bool, wid
 
         ctx.invoke(ls_apps, as_json=as_json)
         return
+    simple = not (kw.get("app") or kw.get("tags") or kw.get("name") or kw.get("ids") or tree or wide)
+    if simple and not (as_json and not summary) and _fast(summary, as_json, limit, kw):
+        return
     ws = open_ws()
     filters = build_filters(ws, kw)
     if summary:
@@ -77,6 +80,39 @@ def ls(ctx: click.Context, what: str, limit: int, summary: bool, tree: bool, wid
         click.echo("no jobs match" if filters else "no jobs yet; add one with `sluice job`", err=True)
         return
     render.table(COLUMNS + (WIDE if wide else []), (row(j, wide) for j in jobs))
+
+
+def _fast(summary: bool, as_json: bool, limit: int, kw: dict[str, Any]) -> bool:
+    """The SQLite read-only path without SQLAlchemy (see sluice.fastread); False: take the normal path."""
+    from sluice import fastread
+    from sluice.cli.common import workspace_arg
+
+    conn = fastread.connect(workspace_arg())
+    if conn is None:
+        return False
+    states, wfs = kw.get("states") or (), kw.get("workflows") or ()
+    with conn:
+        if summary:
+            counts = fastread.summary(conn, states, wfs)
+            if counts is None:
+                return False
+            if as_json:
+                render.print_json(counts)
+            else:
+                render.table(["state", "jobs"], [*counts.items(), ("total", sum(counts.values()))])
+            return True
+        got = fastread.listing(conn, states, wfs, limit)
+    if got is None:
+        return False
+    rows, total = got
+    if limit and total > limit:
+        click.echo(f"sluice: showing the first {limit} of {total} jobs; narrow the filters, or pass --limit 0 "
+                   "for all", err=True)
+    if not rows:
+        click.echo("no jobs match" if (states or wfs) else "no jobs yet; add one with `sluice job`", err=True)
+        return True
+    render.table(COLUMNS, rows)
+    return True
 
 
 def ws_edges(ws: Any, ids: Sequence[int]) -> list[tuple[int, int]]:
