@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,6 +175,23 @@ def _short(e: sa_exc.DBAPIError) -> str:
     """The driver's first line, without SQL or URLs (which could hold a password)."""
     msg = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e).splitlines()[0]
     return re.sub(r"password=\S+", "password=***", msg)
+
+
+def marks(conn: Connection, n: int) -> str:
+    """n driver placeholders, comma-separated ("?" for sqlite3, "%s" for psycopg and PyMySQL)."""
+    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([m] * n)
+
+
+def raw(conn: Connection, sql: str, args: Sequence[Any] = (), *, fetch: bool = True) -> list[tuple[Any, ...]]:
+    """One statement on the driver's cursor, in the caller's transaction: for the launcher's hot path, where
+    SQLAlchemy's per-statement work (compiling expanding IN lists) costs more than the database does."""
+    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, tuple(args))
+        return [tuple(r) for r in cur.fetchall()] if fetch else []
+    finally:
+        cur.close()
 
 
 def allocate_ids(conn: Connection, table: str, n: int) -> list[int]:
