@@ -7,12 +7,14 @@ SQLite holds the database write lock for the transaction (BEGIN IMMEDIATE).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select, update
 
-from sluice.models import apps, jobs
+from sluice import db
+from sluice.models import jobs
 from sluice.states import RUNNABLE, S
 
 
@@ -78,27 +80,25 @@ class Claimed:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_COLUMNS = [jobs.c.id, jobs.c.name, jobs.c.workflow, jobs.c.state, jobs.c.params, jobs.c.args, jobs.c.workdir,
-            jobs.c.num_nodes, jobs.c.ranks_per_node, jobs.c.threads_per_rank, jobs.c.gpus_per_rank,
-            jobs.c.wall_time_min, jobs.c.environment, jobs.c.retry_count, jobs.c.max_retries, jobs.c.stage_out,
-            jobs.c.app_id, apps.c.name.label("app_name"), apps.c.command, apps.c.shell,
-            apps.c.environment.label("app_env"), apps.c.postprocess, apps.c.error_handler,
-            apps.c.timeout_handler, apps.c.on_error, apps.c.on_timeout]
+_JOB_COLS = ("id", "name", "workflow", "state", "params", "args", "workdir", "num_nodes", "ranks_per_node",
+             "threads_per_rank", "gpus_per_rank", "wall_time_min", "environment", "retry_count", "max_retries",
+             "stage_out", "app_id")
+_APP_COLS = ("id", "name", "command", "shell", "environment", "postprocess", "error_handler", "timeout_handler",
+             "on_error", "on_timeout")
+_JSON = {"params": dict, "args": list, "environment": dict, "stage_out": list}
 
 
-def _claimed(r: Any) -> Claimed:
-    d = dict(r._mapping)
-    for k in ("params", "environment", "app_env"):
-        d[k] = d[k] or {}
-    for k in ("args", "stage_out"):
-        d[k] = d[k] or []
-    return Claimed(**d)
+def _json(v: Any, empty: Any) -> Any:
+    if v is None:
+        return empty()
+    return json.loads(v) if isinstance(v, str | bytes) else v  # psycopg decodes JSON itself
 
 
 def claim(conn: Connection, session_id: int, sel: Selection, limit: int, *,
           max_wall_min: float | None = None, states: frozenset[str] = RUNNABLE) -> list[Claimed]:
     """Take up to `limit` unowned jobs in `states` matching `sel`, lowest ids first (adjacent rows are cheap
-    to write back). Jobs whose wall time exceeds `max_wall_min` (what is left of the allocation) are left."""
+    to write back). Jobs whose wall time exceeds `max_wall_min` (what is left of the allocation) are left.
+    Rows come back through the driver: per-row ORM-style processing was most of a claim's cost."""
     where = and_(jobs.c.state.in_(sorted(states)), jobs.c.session_id.is_(None), sel.where())
     if max_wall_min is not None:
         where = and_(where, or_(jobs.c.wall_time_min.is_(None), jobs.c.wall_time_min <= max_wall_min))
@@ -108,10 +108,24 @@ def claim(conn: Connection, session_id: int, sel: Selection, limit: int, *,
     ids = list(conn.execute(q).scalars())
     if not ids:
         return []
-    conn.execute(update(jobs).where(jobs.c.id.in_(ids)).values(session_id=session_id))
-    rows = conn.execute(select(*_COLUMNS).join(apps, apps.c.id == jobs.c.app_id).where(jobs.c.id.in_(ids))
-                        .order_by(jobs.c.id))
-    return [_claimed(r) for r in rows]
+    marks = db.marks(conn, len(ids))
+    db.raw(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN ({marks})", [session_id, *ids],
+           fetch=False)
+    rows = db.raw(conn, f"SELECT {', '.join(_JOB_COLS)} FROM jobs WHERE id IN ({marks}) ORDER BY id", ids)
+    app_ids = sorted({r[-1] for r in rows})
+    app_rows = db.raw(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN ({db.marks(conn, len(app_ids))})",
+                      app_ids)
+    by_app = {a[0]: a for a in app_rows}
+    out = []
+    for r in rows:
+        d = dict(zip(_JOB_COLS, r, strict=True))
+        for k, empty in _JSON.items():
+            d[k] = _json(d[k], empty)
+        a = by_app[d["app_id"]]
+        out.append(Claimed(**d, app_name=a[1], command=a[2], shell=bool(a[3]), app_env=_json(a[4], dict),
+                           postprocess=a[5], error_handler=a[6], timeout_handler=a[7], on_error=a[8],
+                           on_timeout=a[9]))
+    return out
 
 
 def unclaim(conn: Connection, session_id: int, ids: list[int]) -> None:
