@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.launcher.test_mpi import hello, ranks, slurm_cluster  # noqa: F401 - fixtures
+from tests.launcher.test_mpi import hello, ranks  # noqa: F401 - fixtures
 
 from sluice.api import Workspace
 from sluice.launcher.launcher import Launcher, Options
 from sluice.states import S
 
-__all__ = ["hello", "slurm_cluster"]
+__all__ = ["hello"]
 
 
 def test_mpi_mode_two_ranks_local(sqlite_ws: Workspace, hello: Path) -> None:  # noqa: F811

@@ -51,7 +51,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["AgentClient", "Event", "LocalSpawner", "Spawner", "main"]
+__all__ = ["AgentClient", "Event", "LayeredEnv", "LocalSpawner", "Spawner", "main"]
 
 Event = dict[str, Any]
 _OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -66,8 +66,32 @@ _env_cache: dict[tuple[str, str], bytes] = {}
 _exe_cache: dict[tuple[str, str], tuple[bytes, ...]] = {}
 
 
+class LayeredEnv(dict[str, str]):
+    """A task's environment: a shared base (the launcher's) plus the task's own few variables.
+
+    It is a plain dict to every reader; the local spawner encodes the base once and only the extras per task,
+    which matters at thousands of tasks a second with a 150-variable environment.
+    """
+
+    def __init__(self, base: dict[str, str], extra: dict[str, str]) -> None:
+        super().__init__(base)
+        self.update(extra)
+        self.base = base
+        self.extra = extra
+
+
+_base_cache: dict[int, tuple[dict[str, str], list[tuple[str, bytes]]]] = {}
+
+
 def _env_list(env: Mapping[str, str]) -> list[bytes]:
     """Encode an environment, remembering each pair: tasks' environments are mostly identical."""
+    if isinstance(env, LayeredEnv):
+        hit = _base_cache.get(id(env.base))
+        if hit is None or hit[0] is not env.base:
+            hit = _base_cache[id(env.base)] = (env.base, [(k, b) for (k, _), b in
+                                                          zip(env.base.items(), _env_list(env.base), strict=True)])
+        extra = env.extra
+        return [b for k, b in hit[1] if k not in extra] + _env_list(extra)
     cache = _env_cache
     if len(cache) > 20_000:
         cache.clear()

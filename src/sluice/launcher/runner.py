@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sluice import templates
-from sluice.launcher.agent import AgentClient, Event, LocalSpawner, Spawner
+from sluice.launcher.agent import AgentClient, Event, LayeredEnv, LocalSpawner, Spawner
 from sluice.launcher.claims import Claimed
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
@@ -31,6 +31,7 @@ class Runner:
         self.alloc = alloc
         self.mode = mode
         self.data_dir = data_dir
+        self.data_str = str(data_dir)
         self.mpi = mpi
         self.kill_grace = kill_grace
         self.local = LocalSpawner(kill_grace=kill_grace)
@@ -65,25 +66,25 @@ class Runner:
             self.agents[node] = agent
         return agent
 
-    def command(self, c: Claimed, p: Placement) -> tuple[list[str], dict[str, str]]:
+    def command(self, c: Claimed, p: Placement) -> tuple[list[str], LayeredEnv]:
         """argv (the app's template filled in; an MPI launcher in front in mpi mode) and environment."""
         argv = templates.render(c.command, c.params, c.args, c.shell)
-        env = self.base_env.copy()
+        extra: dict[str, str] = {}
         if c.app_env:
-            env.update(c.app_env)
+            extra.update(c.app_env)
         if c.environment:
-            env.update(c.environment)
-        env["SLUICE_JOB_ID"] = str(c.id)
-        if c.threads_per_rank > 1 and "OMP_NUM_THREADS" not in env:
-            env["OMP_NUM_THREADS"] = str(c.threads_per_rank)
+            extra.update(c.environment)
+        extra["SLUICE_JOB_ID"] = str(c.id)
+        if c.threads_per_rank > 1 and "OMP_NUM_THREADS" not in extra and "OMP_NUM_THREADS" not in self.base_env:
+            extra["OMP_NUM_THREADS"] = str(c.threads_per_rank)
         gpus = p.gpus.get(p.nodes[0]) if p.gpus else None
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+            extra["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         if self.mode == "mpi":
             if self.mpi is None:
                 raise RuntimeError("mpi mode needs an MPI launcher (mpiexec.mpich, srun, ...) on PATH")
-            argv = self.mpi.argv(argv, p.nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, env)
-        return argv, env
+            argv = self.mpi.argv(argv, p.nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, extra)
+        return argv, LayeredEnv(self.base_env, extra)
 
     def _new_sid(self, job_id: int) -> int:
         self._next_sid += 1
@@ -94,7 +95,7 @@ class Runner:
 
     def start(self, c: Claimed, p: Placement) -> None:
         """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events."""
-        cwd = workdir(self.data_dir, c)
+        cwd = str(workdir(self.data_dir, c)) if c.workdir else f"{self.data_str}/{c.workflow}/{c.name}_{c.id}"
         sid = self._new_sid(c.id)
         try:
             argv, env = self.command(c, p)
@@ -109,7 +110,7 @@ class Runner:
                 if k in env:
                     env[k] = p.nodes[0]
         timeout = c.wall_time_min * 60 if c.wall_time_min else None
-        scwd = str(cwd)
+        scwd = cwd
         spawner.spawn(sid, argv, cwd=scwd, env=env, stdout=f"{scwd}/{c.name}.out", stderr=f"{scwd}/{c.name}.err",
                       timeout=timeout)
         self.where[c.id] = spawner
