@@ -806,21 +806,13 @@ def _insert_events(conn: Connection, ids: Sequence[int], paths: Sequence[tuple[s
 
 
 def _states_of(conn: Connection, ids: Sequence[int], lock: bool = False) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for i in range(0, len(ids), CHUNK):
-        q = select(jobs.c.id, jobs.c.state).where(jobs.c.id.in_(list(ids[i : i + CHUNK])))
-        if lock and conn.dialect.name != "sqlite":
-            q = q.with_for_update()
-        out.update((r.id, r.state) for r in conn.execute(q))
-    return out
+    tail = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+    return {int(i): st for i, st in db.raw_in(conn, "SELECT id, state FROM jobs WHERE id IN", ids, tail)}
 
 
 def _children_ids(conn: Connection, ids: Sequence[int]) -> list[int]:
-    out: set[int] = set()
-    for i in range(0, len(ids), CHUNK):
-        q = select(job_parents.c.child_id).where(job_parents.c.parent_id.in_(list(ids[i : i + CHUNK])))
-        out.update(conn.execute(q).scalars())
-    return sorted(out)
+    rows = db.raw_in(conn, "SELECT child_id FROM job_parents WHERE parent_id IN", ids)
+    return sorted({int(r[0]) for r in rows})
 
 
 def _descendants(conn: Connection, roots: Sequence[int]) -> list[int]:
@@ -848,11 +840,8 @@ def _check_acyclic(conn: Connection, new: Sequence[tuple[int, int]]) -> None:
     frontier = sorted({c for _, c in new})
     while frontier:
         seen.update(frontier)
-        for i in range(0, len(frontier), CHUNK):
-            q = select(job_parents.c.parent_id, job_parents.c.child_id).where(
-                job_parents.c.parent_id.in_(frontier[i : i + CHUNK]))
-            for p, c in conn.execute(q):
-                out.setdefault(p, set()).add(c)
+        for p, c in db.raw_in(conn, "SELECT parent_id, child_id FROM job_parents WHERE parent_id IN", frontier):
+            out.setdefault(p, set()).add(c)
         nxt = {c for p in frontier for c in out.get(p, ())}
         frontier = sorted(nxt - seen)
     indeg = dict.fromkeys(seen, 0)
@@ -877,12 +866,8 @@ def _check_acyclic(conn: Connection, new: Sequence[tuple[int, int]]) -> None:
 
 def _existing_edges(conn: Connection, pairs: Sequence[tuple[int, int]]) -> set[tuple[int, int]]:
     children = sorted({c for _, c in pairs})
-    have: set[tuple[int, int]] = set()
-    for i in range(0, len(children), CHUNK):
-        q = select(job_parents.c.parent_id, job_parents.c.child_id).where(
-            job_parents.c.child_id.in_(children[i : i + CHUNK]))
-        have.update(conn.execute(q))
-    return have
+    rows = db.raw_in(conn, "SELECT parent_id, child_id FROM job_parents WHERE child_id IN", children)
+    return {(int(p), int(c)) for p, c in rows}
 
 
 def _hold_children(conn: Connection, kids: Sequence[int], st: Mapping[int, str], actor: str) -> None:

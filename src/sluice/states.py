@@ -267,11 +267,8 @@ def _follow_ups(conn: Connection, done: Sequence[Change], actor: str) -> None:
 
 
 def children_of(conn: Connection, parent_ids: Sequence[int]) -> list[int]:
-    out: set[int] = set()
-    for i in range(0, len(parent_ids), 900):
-        q = select(job_parents.c.child_id).where(job_parents.c.parent_id.in_(parent_ids[i : i + 900]))
-        out.update(conn.execute(q).scalars())
-    return sorted(out)
+    rows = db.raw_in(conn, "SELECT child_id FROM job_parents WHERE parent_id IN", parent_ids)
+    return sorted({int(r[0]) for r in rows})
 
 
 def release_children(conn: Connection, parent_ids: Sequence[int], actor: str) -> list[int]:
