@@ -274,7 +274,7 @@ class Launcher:
         self.alloc = alloc or discover(wall_time_min=self.opts.wall_time_min)
         self.pool = NodePool(self.alloc.nodes)
         self.running: dict[int, tuple[Claimed, Any, float]] = {}
-        self.pending: list[Claimed] = []
+        self.pending: deque[Claimed] = deque()
         self.stopping_ids: set[int] = set()
         self.user_killed: set[int] = set()
         self.to_kill: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
@@ -469,27 +469,26 @@ class Launcher:
                     self.runner.kill(j)
 
     def _launch(self, now: float) -> bool:
-        buf = self.source.buffer
-        while buf and len(self.pending) < 4 * self.opts.claim_batch:
-            self.pending.append(buf.popleft())
-        if not self.pending:
-            return False
+        """Start what fits on the free cores, in claim order; a job that does not fit now waits at the front."""
+        buf, pending = self.source.buffer, self.pending
+        while buf and len(pending) < 4 * self.opts.claim_batch:
+            pending.append(buf.popleft())
         if self.source.low():
             self.source.poke()
+        if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
+            return False
         started: list[Change] = []
-        keep: list[Claimed] = []
+        waiting: list[Claimed] = []
         giveback: list[int] = []
         mode_mpi = self.opts.job_mode == "mpi"
         d = self.deadline()
         limit_procs = self.opts.max_launches if mode_mpi else None
-        for i, c in enumerate(self.pending):
-            if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
-                keep.extend(self.pending[i:])
-                break
-            if self.pool.free_cores == 0 or (limit_procs is not None and len(self.running) >= limit_procs) \
+        while pending:
+            if (self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs) \
+                    or self.pool.free_cores == 0 or (limit_procs is not None and len(self.running) >= limit_procs) \
                     or (self.opts.max_ranks is not None and self._ranks() >= self.opts.max_ranks):
-                keep.extend(self.pending[i:])
                 break
+            c = pending.popleft()
             req = Request(c.id, c.num_nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, c.wall_time_min)
             if d is not None and c.wall_time_min and now + c.wall_time_min * 60 > d:
                 giveback.append(c.id)  # cannot finish before the allocation ends: another launcher may
@@ -500,9 +499,8 @@ class Launcher:
                 continue
             p = self.pool.place(req, exclusive=mode_mpi)
             if p is None:
-                keep.append(c)
-                if len(keep) > 64:  # nothing smaller behind it is likely to fit either
-                    keep.extend(self.pending[i + 1:])
+                waiting.append(c)
+                if len(waiting) > 64:  # nothing smaller behind it is likely to fit either
                     break
                 continue
             self.runner.start(c, p)
@@ -510,9 +508,8 @@ class Launcher:
             self.summary.started += 1
             started.append(Change(c.id, c.state, S.RUNNING, None, at=now, fields={"session_id": self.session_id}))
             if self.opts.launch_interval_s:
-                keep.extend(self.pending[i + 1:])
                 break
-        self.pending = keep
+        pending.extendleft(reversed(waiting))
         if started:
             self.writer.put(started)
         if giveback:
@@ -565,7 +562,7 @@ class Launcher:
         reason = self.stop_reason or "error"
         self.source.stop()
         leftovers = [c.id for c in self.pending] + [c.id for c in self.source.buffer]
-        self.pending, self.source.buffer = [], deque()
+        self.pending, self.source.buffer = deque(), deque()
         if self.running:
             self.stopping_ids.update(self.running)
             for jid in list(self.running):
