@@ -870,14 +870,18 @@ def _existing_edges(conn: Connection, pairs: Sequence[tuple[int, int]]) -> set[t
     return {(int(p), int(c)) for p, c in rows}
 
 
+_WAITING = frozenset({S.CREATED.value, S.AWAITING_PARENTS.value})
+_HOLDABLE = frozenset({S.READY.value, S.STAGED_IN.value, S.PREPROCESSED.value, S.RESTART_READY.value})
+
+
 def _hold_children(conn: Connection, kids: Sequence[int], st: Mapping[int, str], actor: str) -> None:
     """A job that gains an unfinished parent waits for it; one already running cannot gain one."""
     changes = []
     for k in kids:
         cur = st[k]
-        if cur in (S.CREATED, S.AWAITING_PARENTS):
+        if cur in _WAITING:
             continue
-        if cur in (S.READY, S.STAGED_IN, S.PREPROCESSED, S.RESTART_READY):
+        if cur in _HOLDABLE:
             changes.append(Change(k, cur, S.AWAITING_PARENTS, "waiting on a new parent"))
         else:
             raise UserError(f"job {k} is {cur}: too late to give it a parent")

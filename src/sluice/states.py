@@ -213,6 +213,8 @@ def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> 
 
 def _merge(done: Sequence[Change]) -> list[Change]:
     """Fold a job's change that carries no message or data into the job's next change in the same batch."""
+    if len({c.job_id for c in done}) == len(done):
+        return list(done)  # one change per job: nothing to fold (big user batches)
     last: dict[int, int] = {}
     out: list[Change | None] = []
     for c in done:
