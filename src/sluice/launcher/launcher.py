@@ -38,7 +38,7 @@ from sluice.launcher.nodes import Allocation, discover
 from sluice.launcher.packing import NodePool, Request
 from sluice.launcher.runner import Runner
 from sluice.models import jobs
-from sluice.states import END, PROCESSABLE, Change, S
+from sluice.states import END, PROCESSABLE, Change, S, apply
 
 log = logging.getLogger("sluice.launcher")
 
@@ -143,7 +143,7 @@ class Writer(threading.Thread):
 
     def _write(self, batch: list[Change]) -> None:
         with db.write(self.la.ws.engine) as conn:
-            done = transitions_apply(conn, batch, self.la.actor)
+            done = apply(conn, batch, self.la.actor, strict=False, lock=False)
         self.la.count(done)
 
     def _beat(self) -> None:
@@ -153,12 +153,6 @@ class Writer(threading.Thread):
     def stop(self) -> None:
         self.q.put(None)
         self.join()
-
-
-def transitions_apply(conn: Any, batch: list[Change], actor: str) -> list[Change]:
-    from sluice.states import apply
-
-    return apply(conn, batch, actor, strict=False, lock=False)
 
 
 class Source(threading.Thread):

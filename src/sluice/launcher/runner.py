@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,7 +153,3 @@ class Runner:
         for a in self.agents.values():
             events += a.close()
         return self._translate(events)
-
-
-def python() -> str:
-    return sys.executable
