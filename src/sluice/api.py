@@ -47,11 +47,13 @@ from sluice.states import (
     State,
     apply,
     check_path,
+    children_of,
     default_actor,
     fail_children,
     parse_state,
     ready_path,
     release_children,
+    states_of,
 )
 from sluice.timefmt import wall_minutes
 
@@ -314,7 +316,7 @@ class Workspace:
             parent_lists.append(parents)
         all_parents = sorted({p for ps in parent_lists for p in ps})
         with self.write() as conn:
-            pstate = _states_of(conn, all_parents, lock=True)
+            pstate = states_of(conn, all_parents, lock=True)
             missing = [p for p in all_parents if p not in pstate]
             if missing:
                 raise UserError(f"parent job {missing[0]} does not exist; see `sluice ls`")
@@ -367,7 +369,7 @@ class Workspace:
             return
         with self.write() as conn:
             nodes = sorted({x for e in pairs for x in e})
-            st = _states_of(conn, nodes, lock=True)
+            st = states_of(conn, nodes, lock=True)
             for x in nodes:
                 if x not in st:
                     raise UserError(f"job {x} does not exist; see `sluice ls`")
@@ -394,7 +396,7 @@ class Workspace:
         root = ref.id if isinstance(ref, Job) else self.resolve(ref)
         with self.write() as conn:
             targets = [root] + (_descendants(conn, [root]) if recursive else [])
-            st = _states_of(conn, targets, lock=True)
+            st = states_of(conn, targets, lock=True)
             changes = [Change(j, st[j], S.USER_KILLED, message) for j in targets if st[j] not in END]
             if not changes and not recursive:
                 raise UserError(f"job {root} already ended ({st[root]}); nothing to kill")
@@ -410,7 +412,7 @@ class Workspace:
 
     def _set_state(self, conn: Connection, jid: int, state: str, message: str | None) -> None:
         target = parse_state(state)
-        cur = _states_of(conn, [jid], lock=True)[jid]
+        cur = states_of(conn, [jid], lock=True)[jid]
         check_path(cur, (target,))
         apply(conn, [Change(jid, cur, target, message or f"set to {target} by user")], self.actor)
         if target == S.JOB_FINISHED:
@@ -447,14 +449,14 @@ class Workspace:
         """Delete jobs (their events stay as provenance). RUNNING jobs are refused unless force."""
         ids = sorted(set(ids))
         with self.write() as conn:
-            st = _states_of(conn, ids, lock=True)
+            st = states_of(conn, ids, lock=True)
             running = [j for j in ids if st.get(j) == S.RUNNING]
             if running and not force:
                 raise UserError(
                     f"{len(running)} job(s) are RUNNING (e.g. {running[0]}); kill them first with "
                     f"`sluice killjob`, or pass --force"
                 )
-            kids = [k for k in _children_ids(conn, ids) if k not in st]
+            kids = [k for k in children_of(conn, ids) if k not in st]
             for i in range(0, len(ids), CHUNK):
                 chunk = ids[i : i + CHUNK]
                 conn.execute(delete(job_parents).where(or_(job_parents.c.parent_id.in_(chunk),
@@ -805,21 +807,11 @@ def _insert_events(conn: Connection, ids: Sequence[int], paths: Sequence[tuple[s
         conn.execute(insert(events).from_select(EVENT_INSERT_COLUMNS, cols))
 
 
-def _states_of(conn: Connection, ids: Sequence[int], lock: bool = False) -> dict[int, str]:
-    tail = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    return {int(i): st for i, st in db.raw_in(conn, "SELECT id, state FROM jobs WHERE id IN", ids, tail)}
-
-
-def _children_ids(conn: Connection, ids: Sequence[int]) -> list[int]:
-    rows = db.raw_in(conn, "SELECT child_id FROM job_parents WHERE parent_id IN", ids)
-    return sorted({int(r[0]) for r in rows})
-
-
 def _descendants(conn: Connection, roots: Sequence[int]) -> list[int]:
     seen: set[int] = set()
     frontier = list(roots)
     while frontier:
-        kids = [k for k in _children_ids(conn, frontier) if k not in seen]
+        kids = [k for k in children_of(conn, frontier) if k not in seen]
         seen.update(kids)
         frontier = kids
     return sorted(seen - set(roots))

@@ -248,8 +248,7 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
         finally:
             cur.close()
         return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({cols}) VALUES ({', '.join([mark] * len(columns))})"
+    sql = f"INSERT INTO {table} ({cols}) VALUES ({marks(conn, len(columns))})"
     try:
         for i in range(0, len(rows), 10_000):
             cur.executemany(sql, rows[i : i + 10_000])

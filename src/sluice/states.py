@@ -167,13 +167,7 @@ def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None,
     now = time.time()
     for c in changes:
         check_path(c.from_state, c.path())
-    ids = sorted({c.job_id for c in changes})
-    current: dict[int, str] = {}
-    lock_sql = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    for i in range(0, len(ids), 900):
-        chunk = ids[i : i + 900]
-        current.update(db.raw(conn, f"SELECT id, state FROM jobs WHERE id IN ({db.marks(conn, len(chunk))}){lock_sql}",
-                              chunk))
+    current = states_of(conn, sorted({c.job_id for c in changes}), lock=lock)
     done: list[Change] = []
     for c in changes:
         cur = current.get(c.job_id)
@@ -266,6 +260,12 @@ def _follow_ups(conn: Connection, done: Sequence[Change], actor: str) -> None:
         release_children(conn, finished, actor)
     if dead:
         fail_children(conn, dead, actor)
+
+
+def states_of(conn: Connection, ids: Sequence[int], *, lock: bool = False) -> dict[int, str]:
+    """Current states of these jobs (locked FOR UPDATE on the servers when asked)."""
+    tail = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+    return {int(i): st for i, st in db.raw_in(conn, "SELECT id, state FROM jobs WHERE id IN", ids, tail)}
 
 
 def children_of(conn: Connection, parent_ids: Sequence[int]) -> list[int]:

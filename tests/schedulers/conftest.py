@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import START_SLURM  # noqa: E402,F401
-
 DATA = Path(__file__).parent / "data"
 
 

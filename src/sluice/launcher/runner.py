@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sluice import templates
+from sluice.api import job_path
 from sluice.launcher.agent import AgentClient, Event, LayeredEnv, LocalSpawner, Spawner
 from sluice.launcher.claims import Claimed
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
-from sluice.launcher.transitions import workdir
 
 _NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
 
@@ -94,7 +94,9 @@ class Runner:
 
     def start(self, c: Claimed, p: Placement) -> None:
         """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events."""
-        cwd = str(workdir(self.data_dir, c)) if c.workdir else f"{self.data_str}/{c.workflow}/{c.name}_{c.id}"
+        # the default data/<workflow>/<name>_<id> of api.job_path, as a string: this runs per task
+        cwd = str(job_path(self.data_dir, c.workdir, c.workflow, c.name, c.id)) if c.workdir \
+            else f"{self.data_str}/{c.workflow}/{c.name}_{c.id}"
         sid = self._new_sid(c.id)
         try:
             argv, env = self.command(c, p)

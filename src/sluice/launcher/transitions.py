@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from sluice import transfers
@@ -178,9 +177,3 @@ def hook_needed(state_after: str, postprocess: str | None, stage_out: list[Any],
     if state_after == S.RUN_ERROR:
         return bool(error_handler)
     return bool(timeout_handler)
-
-
-def workdir(data_dir: Path, c: Any) -> Path:
-    from sluice.api import job_path
-
-    return job_path(data_dir, c.workdir, c.workflow, c.name, c.id)
