@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice.launcher.agent import AgentClient, Event, LocalSpawner, Spawner
+from sluice.launcher.agent import AgentClient, Event, LayeredEnv, LocalSpawner, Spawner
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -85,6 +85,21 @@ def test_env_shell_and_shared_output(spawner: Spawner, tmp_path: Path) -> None:
                   cwd=str(tmp_path), stdout=out, stderr=out)
     assert collect(spawner, 1)[7]["rc"] == 0
     assert Path(out).read_text().split() == ["hi", "e"]
+
+
+def test_layered_env_overrides_the_base_without_copying_it(spawner: Spawner, tmp_path: Path) -> None:
+    """A task sees the launcher's variables plus its own, its own winning; the shared base stays untouched."""
+    base = {"PATH": "/usr/bin:/bin", "SHARED": "base", "OVERRIDDEN": "base"}
+    for i, extra in enumerate([{"OVERRIDDEN": "task0", "OWN": "0"}, {"OWN": "1"}, {}]):
+        env = LayeredEnv(base, extra)
+        assert dict(env) == {**base, **extra} and len(env) == len({**base, **extra})
+        spawner.spawn(i, ["env"], env=env, cwd=str(tmp_path), stdout=str(tmp_path / f"env{i}"))
+    assert all(ev["rc"] == 0 for ev in collect(spawner, 3).values())
+    seen = [dict(line.split("=", 1) for line in (tmp_path / f"env{i}").read_text().splitlines()) for i in range(3)]
+    assert seen[0] == {"PATH": "/usr/bin:/bin", "SHARED": "base", "OVERRIDDEN": "task0", "OWN": "0"}
+    assert seen[1] == {"PATH": "/usr/bin:/bin", "SHARED": "base", "OVERRIDDEN": "base", "OWN": "1"}
+    assert seen[2] == base
+    assert base == {"PATH": "/usr/bin:/bin", "SHARED": "base", "OVERRIDDEN": "base"}
 
 
 def test_missing_executable_is_an_error_event(spawner: Spawner, tmp_path: Path) -> None:

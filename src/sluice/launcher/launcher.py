@@ -96,6 +96,12 @@ class Writer(threading.Thread):
         self.la = la
         self.q: queue.SimpleQueue[list[Change] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self.writing = False
+        self.hurry = threading.Event()
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written: the database shows every change handed over so far."""
+        return not self.writing and self.q.empty()
 
     def put(self, changes: list[Change]) -> None:
         self.q.put(changes)
@@ -112,9 +118,11 @@ class Writer(threading.Thread):
                     stopping = True
                 else:
                     batch += item
-                    t_end = time.monotonic() + la.opts.flush_interval
-                    while len(batch) < 2000 and (left := t_end - time.monotonic()) > 0:
-                        item = self.q.get(timeout=left)
+                    # Sleep through the batching window rather than wake on every put: two thread
+                    # switches per job were a fifth of the launcher's CPU. stop() cuts the nap short.
+                    self.hurry.wait(la.opts.flush_interval)
+                    while True:
+                        item = self.q.get_nowait()
                         if item is None:
                             stopping = True
                             break
@@ -123,7 +131,13 @@ class Writer(threading.Thread):
                 pass
             try:
                 if batch:
-                    db.retry(lambda b=batch: self._write(b), attempts=120)  # type: ignore[misc]
+                    self.writing = True
+                    try:
+                        db.retry(lambda b=batch: self._write(b), attempts=120)  # type: ignore[misc]
+                    finally:
+                        self.writing = False
+                    if la.drained():  # the last changes are in: let the source see whether work is left
+                        la.source.poke()
                 now = time.monotonic()
                 if now >= next_beat:
                     db.retry(lambda: self._beat(), attempts=120)
@@ -152,6 +166,7 @@ class Writer(threading.Thread):
 
     def stop(self) -> None:
         self.q.put(None)
+        self.hurry.set()
         self.join()
 
 
@@ -167,6 +182,7 @@ class Source(threading.Thread):
         self.idle_since: float | None = None
         self.nothing_left = False
         self.skip: set[int] = set()
+        self.next_claim = 0.0
 
     def target(self) -> int:
         """How many claimed jobs to hold: enough that the main loop never waits for a claim."""
@@ -194,16 +210,22 @@ class Source(threading.Thread):
             got = 0
             try:
                 n = self.want()
-                if n > 0 and self.low() and not la.stopping:
+                now = time.monotonic()
+                if n > 0 and self.low() and not la.stopping and now >= self.next_claim:
                     k = min(n, la.opts.claim_batch)
                     got = db.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
+                    # nothing to claim: new work appears at human speed, and an empty write transaction
+                    # (the database lock, a commit) per main-loop wake-up would tax every running job
+                    self.next_claim = 0.0 if got else now + 0.25
                 now = time.monotonic()
                 if la.pool_room() > 0 and not la.stopping and now >= next_processable:
                     took = db.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
                     next_processable = now + (0.0 if took else 0.5)  # an empty write transaction is not free
                     got += took
-                if not got and not la.running and not self.buffer and not la.pending:
+                if not got and la.drained() and la.writer.idle():
                     self.nothing_left = db.retry(self._nothing_left, attempts=20)
+                    if self.nothing_left:
+                        la.wake()
                 if time.monotonic() >= next_recover:
                     with db.write(la.ws.engine) as conn:
                         sessions.recover(conn, stale_after=la.opts.stale_after_s, actor=la.actor,
@@ -228,6 +250,7 @@ class Source(threading.Thread):
         with db.write(la.ws.engine) as conn:
             got = claims.claim(conn, la.session_id, la.selection, n, max_wall_min=left)
         fresh = [c for c in got if c.id not in self.skip]
+        la.runner.prepare(fresh)
         self.buffer.extend(fresh)
         return len(got)
 
@@ -324,6 +347,10 @@ class Launcher:
     def time_left_min(self) -> float | None:
         d = self.deadline()
         return None if d is None else max(0.0, (d - time.time()) / 60)
+
+    def drained(self) -> bool:
+        """Nothing claimed is running, waiting to start or in the transition pool."""
+        return not (self.running or self.pending or self.source.buffer or self.inflight)
 
     def pool_room(self) -> int:
         return max(0, self.opts.workers * 4 - self.inflight)
@@ -441,7 +468,7 @@ class Launcher:
                 sys.stderr.flush()
 
     def _finished(self) -> bool:
-        if self.running or self.pending or self.source.buffer or self.inflight:
+        if not self.drained():
             return False
         if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
             return True
@@ -467,7 +494,7 @@ class Launcher:
         buf, pending = self.source.buffer, self.pending
         while buf and len(pending) < 4 * self.opts.claim_batch:
             pending.append(buf.popleft())
-        if self.source.low():
+        if self.source.low() and time.monotonic() >= self.source.next_claim:
             self.source.poke()
         if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
             return False
