@@ -55,7 +55,8 @@ class Options:
     wall_time_min: float | None = None
     idle_timeout: float = 10.0
     consume_all: bool = False
-    claim_batch: int = 200
+    claim_batch: int = 500
+    buffer_s: float = 1.0
     flush_interval: float = 0.05
     heartbeat_s: float = 10.0
     stale_after_s: float = 60.0
@@ -183,10 +184,23 @@ class Source(threading.Thread):
         self.nothing_left = False
         self.skip: set[int] = set()
         self.next_claim = 0.0
+        self.rate = 0.0  # launches per second, measured
+        self._mark = (time.monotonic(), 0)
 
     def target(self) -> int:
-        """How many claimed jobs to hold: enough that the main loop never waits for a claim."""
-        return max(self.la.opts.claim_batch, self.la.capacity * 4)
+        """How many claimed jobs to hold: about `buffer_s` seconds of launches at the measured rate, so the main
+        loop never waits for a claim, yet a launcher of hour-long jobs holds a few, not hundreds that other
+        launchers could be running."""
+        la = self.la
+        return max(2 * la.capacity, min(la.opts.claim_batch, int(self.rate * la.opts.buffer_s)))
+
+    def _measure(self, now: float) -> None:
+        t, n = self._mark
+        if now - t >= 0.25:
+            started = self.la.summary.started
+            # a lull (all slots busy with long jobs) lowers the estimate gradually, not at once
+            self.rate = max((started - n) / (now - t), 0.7 * self.rate)
+            self._mark = (now, started)
 
     def level(self) -> int:
         return len(self.buffer) + len(self.la.pending)
@@ -209,8 +223,9 @@ class Source(threading.Thread):
         while not self.stopped:
             got = 0
             try:
-                n = self.want()
                 now = time.monotonic()
+                self._measure(now)
+                n = self.want()
                 if n > 0 and self.low() and not la.stopping and now >= self.next_claim:
                     k = min(n, la.opts.claim_batch)
                     got = db.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
