@@ -187,3 +187,28 @@ def test_allocation_end_mid_job(sqlite_ws: Workspace, how: str, monkeypatch: pyt
     run(ws)
     assert ws.job(j.id).state == S.JOB_FINISHED
     assert ws.job(big.id).state == S.JOB_FINISHED
+
+
+def test_a_launcher_of_long_jobs_claims_a_few_not_hundreds(sqlite_ws: Workspace) -> None:
+    """Claimed-but-waiting jobs are jobs other launchers cannot run: with hour-long jobs a 2-core launcher
+    holds a handful beyond the 2 it runs, not a fixed batch of hundreds."""
+    from sluice.launcher.nodes import Allocation, Node
+
+    ws = sqlite_ws
+    ws.add_app("long", "sleep 60")
+    ws.add_jobs([{"name": f"j{i}", "app": "long"} for i in range(100)])
+    la = Launcher(ws, Options(idle_timeout=30, kill_grace_s=0.5, status=False),
+                  alloc=Allocation("local", (Node("here", 2),), None, None))
+    t = threading.Thread(target=la.run)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while ws.count(state=S.RUNNING) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # several claim rounds
+        held = sum(1 for j in ws.jobs() if j.session_id == la.session_id)
+    finally:
+        la.stop("test over")
+        t.join(30)
+    assert ws.count(state=S.RUNNING) == 0
+    assert 2 <= held <= 8, held
