@@ -212,3 +212,24 @@ def test_a_launcher_of_long_jobs_claims_a_few_not_hundreds(sqlite_ws: Workspace)
         t.join(30)
     assert ws.count(state=S.RUNNING) == 0
     assert 2 <= held <= 8, held
+
+
+@pytest.mark.parametrize("max_jobs", [7, 60])
+def test_max_jobs_starts_exactly_that_many_then_gives_the_rest_back(sqlite_ws: Workspace, max_jobs: int) -> None:
+    """--max-jobs N: N jobs run, the launcher returns (claims racing the last start included), and every job it
+    claimed but did not start is free for the next launcher."""
+    ws = sqlite_ws
+    ws.add_app("true", "/bin/true")
+    ws.add_jobs([{"name": f"j{i}", "app": "true"} for i in range(400)])
+    la = Launcher(ws, Options(max_jobs=max_jobs, idle_timeout=30.0, kill_grace_s=1.0, status=False))
+    out: list[Summary] = []
+    t = threading.Thread(target=lambda: out.append(la.run()), daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():
+        la.stop("test gave up")
+        t.join(10)
+        pytest.fail(f"the launcher did not return after its last job ({la.summary.started} started)")
+    assert out[0].started == max_jobs
+    assert ws.count(state=S.JOB_FINISHED) == max_jobs
+    assert all(j.session_id is None for j in ws.jobs())

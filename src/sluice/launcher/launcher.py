@@ -483,10 +483,12 @@ class Launcher:
                 sys.stderr.flush()
 
     def _finished(self) -> bool:
-        if not self.drained():
+        if self.running or self.inflight:
             return False
         if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
-            return True
+            return True  # a claim that raced the last start is given back at shutdown
+        if not self.drained():
+            return False
         if self.source.nothing_left:
             return True
         idle = self.source.idle_since
