@@ -16,7 +16,6 @@ import functools
 import logging
 import os
 import queue
-import selectors
 import signal
 import sys
 import threading
@@ -24,6 +23,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from select import EPOLLIN, epoll
 from typing import Any
 
 from sqlalchemy import func, select
@@ -196,10 +196,8 @@ class Source(threading.Thread):
 
     def _measure(self, now: float) -> None:
         t, n = self._mark
-        started = self.la.summary.started
-        # re-estimate every 0.25 s, or sooner once a window saw a few rounds of launches (a fast start ramps
-        # up in tens of milliseconds instead of claiming a handful at a time for a quarter second)
-        if now - t >= 0.25 or (now - t >= 0.02 and started - n >= 4 * self.la.capacity):
+        if now - t >= 0.25:
+            started = self.la.summary.started
             # a lull (all slots busy with long jobs) lowers the estimate gradually, not at once
             self.rate = max((started - n) / (now - t), 0.7 * self.rate)
             self._mark = (now, started)
@@ -442,47 +440,55 @@ class Launcher:
         self.stop(f"signal {signal.Signals(signum).name}")
 
     def _loop(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self._r, selectors.EVENT_READ)
-        registered: set[int] = set()
+        ep = epoll()  # plain epoll, not selectors: this loop turns once or twice per job
+        ep.register(self._r, EPOLLIN)
+        registered = {self._r}
+        n_agents = -1
         last_status = last_launch = 0.0
         tty = self.opts.status and sys.stderr.isatty()
-        while True:
-            now = time.time()
-            d = self.deadline()
-            if d is not None and now >= d:
-                self.stop("allocation ends")
-            if self.stopping:
-                return
-            self._take_kills()
-            if not (self.opts.launch_interval_s and now - last_launch < self.opts.launch_interval_s):
-                if self._launch(now):
-                    last_launch = now
-            for fd in self.runner.fds():
-                if fd not in registered:
-                    sel.register(fd, selectors.EVENT_READ)
-                    registered.add(fd)
-            if self._finished():
-                self.stop("no more work" if self.source.nothing_left else f"idle for {self.opts.idle_timeout:g} s")
-                return
-            hint = self.runner.timeout_hint()
-            timeout = 0.25 if hint is None else min(hint, 0.25)
-            if self.opts.launch_interval_s and self.pending:
-                timeout = min(timeout, self.opts.launch_interval_s)
-            for key, _ in sel.select(timeout):
-                if key.fd == self._r:
-                    try:
-                        os.read(self._r, 4096)
-                    except BlockingIOError:
-                        pass
-            self._handle(self.runner.poll())
-            if tty and now - last_status >= 1.0:
-                last_status = now
-                s = self.summary
-                el = max(1e-9, now - self.t0)
-                sys.stderr.write(f"\r\x1b[Krunning {len(self.running)} | done {s.finished} | failed {s.failed} | "
-                                 f"retry {s.retried} | {s.started / el:.0f} jobs/s")
-                sys.stderr.flush()
+        try:
+            while True:
+                now = time.time()
+                d = self.deadline()
+                if d is not None and now >= d:
+                    self.stop("allocation ends")
+                if self.stopping:
+                    return
+                if not self.to_kill.empty():
+                    self._take_kills()
+                if not (self.opts.launch_interval_s and now - last_launch < self.opts.launch_interval_s):
+                    if self._launch(now):
+                        last_launch = now
+                if len(self.runner.agents) != n_agents:  # a node agent started: watch its output too
+                    n_agents = len(self.runner.agents)
+                    for fd in self.runner.fds():
+                        if fd not in registered:
+                            ep.register(fd, EPOLLIN)
+                            registered.add(fd)
+                if self._finished():
+                    self.stop("no more work" if self.source.nothing_left
+                              else f"idle for {self.opts.idle_timeout:g} s")
+                    return
+                hint = self.runner.timeout_hint()
+                timeout = 0.25 if hint is None else min(hint, 0.25)
+                if self.opts.launch_interval_s and self.pending:
+                    timeout = min(timeout, self.opts.launch_interval_s)
+                for fd, _ in ep.poll(timeout):
+                    if fd == self._r:
+                        try:
+                            os.read(self._r, 4096)
+                        except BlockingIOError:
+                            pass
+                self._handle(self.runner.poll())
+                if tty and now - last_status >= 1.0:
+                    last_status = now
+                    s = self.summary
+                    el = max(1e-9, now - self.t0)
+                    sys.stderr.write(f"\r\x1b[Krunning {len(self.running)} | done {s.finished} | "
+                                     f"failed {s.failed} | retry {s.retried} | {s.started / el:.0f} jobs/s")
+                    sys.stderr.flush()
+        finally:
+            ep.close()
 
     def _finished(self) -> bool:
         if self.running or self.inflight:

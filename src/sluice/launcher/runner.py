@@ -138,7 +138,10 @@ class Runner:
             s.kill(self._sid[job_id], sig)
 
     def poll(self) -> list[Event]:
-        return self._translate([ev for s in self.spawners() for ev in s.poll_events()])
+        evs = self.local.poll_events()
+        for a in self.agents.values():
+            evs += a.poll_events()
+        return self._translate(evs) if evs else evs
 
     def _translate(self, evs: list[Event]) -> list[Event]:
         """Spawn ids back to job ids; an attempt that ended lets go of its spawn id."""
@@ -150,7 +153,7 @@ class Runner:
             if jid is None:
                 out.append(ev)
                 continue
-            ev = {**ev, "id": jid}
+            ev["id"] = jid  # each event is a fresh dict from its spawner
             if ev.get("ev") in ("exit", "error"):
                 del self._jid[sid]
                 if self._sid.get(jid) == sid:
@@ -160,8 +163,12 @@ class Runner:
         return out
 
     def timeout_hint(self) -> float | None:
-        hints = [h for s in self.spawners() if (h := s.timeout_hint()) is not None]
-        return min(hints) if hints else None
+        hint = self.local.timeout_hint()
+        for a in self.agents.values():
+            h = a.timeout_hint()
+            if h is not None and (hint is None or h < hint):
+                hint = h
+        return hint
 
     def fds(self) -> Sequence[int]:
         return [s.fileno() for s in self.spawners()]
