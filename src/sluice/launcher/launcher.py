@@ -196,8 +196,10 @@ class Source(threading.Thread):
 
     def _measure(self, now: float) -> None:
         t, n = self._mark
-        if now - t >= 0.25:
-            started = self.la.summary.started
+        started = self.la.summary.started
+        # re-estimate every 0.25 s, or sooner once a window saw a few rounds of launches (a fast start ramps
+        # up in tens of milliseconds instead of claiming a handful at a time for a quarter second)
+        if now - t >= 0.25 or (now - t >= 0.02 and started - n >= 4 * self.la.capacity):
             # a lull (all slots busy with long jobs) lowers the estimate gradually, not at once
             self.rate = max((started - n) / (now - t), 0.7 * self.rate)
             self._mark = (now, started)
