@@ -83,7 +83,7 @@ def ls(ctx: click.Context, what: str, limit: int, summary: bool, tree: bool, wid
 
 
 def _fast(summary: bool, as_json: bool, limit: int, kw: dict[str, Any]) -> bool:
-    """The SQLite read-only path without SQLAlchemy (see sluice.fastread); False: take the normal path."""
+    """The read-only path without SQLAlchemy (SQLite, PostgreSQL: see sluice.fastread); False: the normal path."""
     from sluice import fastread
     from sluice.cli.common import workspace_arg
 
