@@ -108,3 +108,19 @@ def wall(argv: list[str], **kw: Any) -> float:
 
 def specs(n: int, app: str = "noop", start: int = 0, **extra: Any) -> list[dict[str, Any]]:
     return [{"name": f"j{i}", "app": app, **extra} for i in range(start, start + n)]
+
+
+def big_campaign(ws: Workspace, n: int, updates: list[str], **extra: Any) -> float:
+    """n jobs of app `sim` added the real way (add_jobs, 100k at a time: events and indexes included), then raw
+    `updates` (synthetic state moves, no events) and ANALYZE; returns the seconds it took."""
+    ws.add_app("sim", "/bin/echo {x}")
+    t0 = time.perf_counter()
+    for start in range(0, n, 100_000):
+        ws.add_jobs([{"name": f"sim{i}", "app": "sim", "params": {"x": i}, **extra}
+                     for i in range(start, min(n, start + 100_000))])
+    with db.write(ws.engine) as conn:
+        for sql in updates:
+            conn.execute(text(sql))  # text(): escapes % for psycopg
+        if conn.dialect.name in ("postgresql", "sqlite"):
+            conn.exec_driver_sql("ANALYZE")
+    return time.perf_counter() - t0

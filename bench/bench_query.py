@@ -20,32 +20,10 @@ import subprocess
 import sys
 import time
 
-from _common import add_db_arg, backend_name, load, median, wall, workspace
-from sqlalchemy import text
+from _common import add_db_arg, backend_name, big_campaign, load, median, wall, workspace
 
-from sluice import db
-
-CHUNK = 100_000
 SPREAD = [("JOB_FINISHED", "id % 10 < 6"), ("FAILED", "id % 10 = 6"), ("READY", "id % 10 = 7"),
           ("RUNNING", "id % 10 = 8")]
-
-
-def build(ws, n: int) -> float:
-    ws.add_app("sim", "/bin/echo {x}")
-    t0 = time.perf_counter()
-    for start in range(0, n, CHUNK):
-        k = min(CHUNK, n - start)
-        ws.add_jobs([{"name": f"sim{i}", "app": "sim", "workflow": "scan", "params": {"x": i}}
-                     for i in range(start, start + k)])
-    with db.write(ws.engine) as conn:
-        for st, cond in SPREAD:
-            conn.execute(text(f"UPDATE jobs SET state = '{st}' WHERE {cond}"))  # text(): escapes % for psycopg
-    with db.write(ws.engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ANALYZE")
-        elif conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("ANALYZE")
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -57,7 +35,8 @@ def main() -> None:
     a = ap.parse_args()
     load0 = load()
     with workspace(a.db, a.dir) as ws:
-        build_s = build(ws, a.n)
+        build_s = big_campaign(ws, a.n, [f"UPDATE jobs SET state = '{st}' WHERE {cond}" for st, cond in SPREAD],
+                               workflow="scan")
         env = {**os.environ, "SLUICE_WORKSPACE": str(ws.path)}
         py = sys.executable
         cmds = {"summary": [py, "-m", "sluice", "ls", "--summary"],

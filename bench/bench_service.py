@@ -14,14 +14,11 @@ import json
 import statistics
 import time
 
-from _common import add_db_arg, backend_name, load, workspace
+from _common import add_db_arg, backend_name, big_campaign, load, workspace
 
-from sluice import db
 from sluice.config import QueuePolicy
 from sluice.schedulers import BatchState, BatchStatus
 from sluice.service import Service
-
-CHUNK = 100_000
 
 
 class Recorder:
@@ -43,20 +40,6 @@ class Recorder:
         pass
 
 
-def build(ws: object, n: int, runnable: int) -> float:
-    ws.add_app("sim", "/bin/echo {x}")  # type: ignore[attr-defined]
-    t0 = time.perf_counter()
-    for start in range(0, n, CHUNK):
-        k = min(CHUNK, n - start)
-        ws.add_jobs([{"name": f"sim{i}", "app": "sim", "params": {"x": i}}  # type: ignore[attr-defined]
-                     for i in range(start, start + k)])
-    with db.write(ws.engine) as conn:  # type: ignore[attr-defined]
-        conn.exec_driver_sql(f"UPDATE jobs SET state = 'JOB_FINISHED' WHERE id > {runnable}")
-        if conn.dialect.name in ("postgresql", "sqlite"):
-            conn.exec_driver_sql("ANALYZE")
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -66,7 +49,7 @@ def main() -> None:
     a = ap.parse_args()
     load0 = load()
     with workspace(a.db, a.dir) as ws:
-        build_s = build(ws, a.n, a.runnable)
+        build_s = big_campaign(ws, a.n, [f"UPDATE jobs SET state = 'JOB_FINISHED' WHERE id > {a.runnable}"])
         pol = QueuePolicy(name="debug", max_queued=20, max_running=20, max_nodes=128)
         object.__setattr__(ws.config, "queues", {"debug": pol})
         passes, base = [], []

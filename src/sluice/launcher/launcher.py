@@ -497,7 +497,7 @@ class Launcher:
             return False
         if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
             return True  # a claim that raced the last start is given back at shutdown
-        if not self.drained():
+        if self.pending or self.source.buffer:
             return False
         if self.source.nothing_left:
             return True
