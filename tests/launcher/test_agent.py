@@ -17,16 +17,28 @@ from sluice.launcher.agent import AgentClient, Event, LayeredEnv, LocalSpawner, 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def alive(pid: int) -> bool:
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+    except FileNotFoundError:
+        return None
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks: with it, a recycled pid is not mistaken for the process."""
+    f = _stat(pid)
+    return f[19] if f else None
+
+
+def alive(pid: int, started: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # a zombie child of someone else still answers kill(0): look at its state
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    # a zombie child of someone else still answers kill(0): look at its state; under a full test run pids wrap
+    # within seconds (pid_max 32768), so a known start time must match too
+    f = _stat(pid)
+    return f is not None and f[0] != "Z" and (started is None or f[19] == started)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -183,10 +195,11 @@ def test_launcher_killed_with_sigkill_kills_everything(tmp_path: Path) -> None:
     agent_pid = int(launcher.stdout.readline())
     assert wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     sleeper = int(pidfile.read_text())
+    marks = start_time(sleeper), start_time(agent_pid)
     launcher.kill()
     launcher.wait()
-    assert wait_for(lambda: not alive(sleeper), 10)
-    assert wait_for(lambda: not alive(agent_pid), 10)
+    assert wait_for(lambda: not alive(sleeper, marks[0]), 30)
+    assert wait_for(lambda: not alive(agent_pid, marks[1]), 30)
 
 
 def test_exit_op_reports_and_stops(tmp_path: Path) -> None:
