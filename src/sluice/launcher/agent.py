@@ -51,6 +51,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from sluice.launcher.latency import prompt_wakeups
+
 __all__ = ["AgentClient", "Event", "LayeredEnv", "LocalSpawner", "Spawner", "main"]
 
 Event = dict[str, Any]
@@ -590,7 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _raise_exit)
     agent = _Agent(LocalSpawner(kill_grace=a.kill_grace, started_events=a.started))
     try:
-        agent.run()
+        with prompt_wakeups():  # start the next task as soon as one ends (latency.py)
+            agent.run()
     except BrokenPipeError:  # the launcher is gone
         pass
     finally:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from select import EPOLLIN, epoll
 from typing import Any
@@ -33,6 +34,7 @@ from sluice.api import Workspace
 from sluice.launcher import claims, sessions, transitions
 from sluice.launcher.agent import Event
 from sluice.launcher.claims import Claimed, Selection
+from sluice.launcher.latency import prompt_wakeups
 from sluice.launcher.mpi import LauncherNotFound, MPILauncher, choose
 from sluice.launcher.nodes import Allocation, discover
 from sluice.launcher.packing import NodePool, Request
@@ -70,6 +72,7 @@ class Options:
     batch_job_id: int | None = None
     queue: str | None = None
     machine: str | None = None
+    loop_slice_us: int = 100  # the CPU slice the main loop asks for (latency.py); 0: the kernel's default
 
 
 @dataclass
@@ -421,7 +424,8 @@ class Launcher:
         self.writer.start()
         self.source.start()
         try:
-            self._loop()
+            with prompt_wakeups(self.opts.loop_slice_us * 1000) if self.opts.loop_slice_us else nullcontext():
+                self._loop()
         finally:
             self._shutdown()
             for s, h in old.items():
