@@ -9,7 +9,8 @@ interleaved: ceiling, launcher, ceiling, ..., and the ratio uses the median ceil
 
 Also, in the same run:
   * --parsl: Parsl HighThroughputExecutor, 2 workers, the same N `true` bash apps (in a subprocess);
-  * --pytask: jobs running `sys.executable -c pass` vs the bare loop with that command (--pytask-n jobs);
+  * --pytask: jobs running `sys.executable -c pass` vs the bare loop with that command (--pytask-n jobs,
+    --runs interleaved pairs, medians);
   * launcher CPU per job: the launcher process's own CPU time (getrusage SELF: all its threads, not its
     children) during run(), divided by N;
   * --rss: peak RSS of a launcher process (subprocess) over a database with --rss-jobs queued jobs, run until
@@ -189,11 +190,13 @@ def main() -> None:
             res["parsl"] = {"error": parsls[0]["error"]}
     if a.pytask:
         py = [sys.executable, "-c", "pass"]
-        pc1 = ceiling(py, a.pytask_n, CONC)
-        pt = launcher_trial(a, f"{sys.executable} -c pass", a.pytask_n)
-        pc2 = ceiling(py, a.pytask_n, CONC)
-        res["pytask"] = {"n": a.pytask_n, "ceiling": round((pc1 + pc2) / 2), "launcher": round(pt["rate"]),
-                         "ratio": round(pt["rate"] / ((pc1 + pc2) / 2), 3)}
+        pcs, pts = [ceiling(py, a.pytask_n, CONC)], []
+        for _ in range(a.runs):  # interleaved like the /bin/true runs: one pair moves +-10% on this machine
+            pts.append(launcher_trial(a, f"{sys.executable} -c pass", a.pytask_n)["rate"])
+            pcs.append(ceiling(py, a.pytask_n, CONC))
+        res["pytask"] = {"n": a.pytask_n, "ceiling": round(median(pcs)), "launcher": round(median(pts)),
+                         "ratio": round(median(pts) / median(pcs), 3), "launcher_rates": [round(x) for x in pts],
+                         "ceilings": [round(x) for x in pcs]}
     if a.rss:
         res["rss"] = rss_probe(a)
     res["load_before"], res["load_after"] = load0, load()
@@ -211,7 +214,8 @@ def main() -> None:
                  if "rate_median" in p else f"failed: {p['error']}"))
     if "pytask" in res:
         p = res["pytask"]
-        line += f"; python -c pass: {p['launcher']}/s vs bare {p['ceiling']}/s (ratio {p['ratio']:.2f})"
+        line += (f"; python -c pass: {p['launcher']}/s vs bare {p['ceiling']}/s (ratio {p['ratio']:.2f}; runs "
+                 f"{p['launcher_rates']}, bare {p['ceilings']})")
     if "rss" in res:
         r = res["rss"]
         line += (f"; RSS with {r['queued']} queued: {r['launcher_maxrss_mib']} MiB vs {r['open_only_maxrss_mib']} "

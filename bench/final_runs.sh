@@ -4,6 +4,7 @@ cd "$(dirname "$0")"
 PY=${PY:-../.venv/bin/python}
 set -x
 uptime
+$PY bench_launcher.py --dir /dev/shm --runs 5
 $PY bench_launcher.py --dir /dev/shm --runs 5 --parsl --pytask --rss
 $PY bench_launcher.py --dir /dev/shm --db pg
 $PY bench_launcher.py --dir /dev/shm --db mariadb
