@@ -191,11 +191,10 @@ class Source(threading.Thread):
         self._mark = (time.monotonic(), 0)
 
     def target(self) -> int:
-        """How many claimed jobs to hold: about `buffer_s` seconds of launches at the measured rate, so the main
-        loop never waits for a claim, yet a launcher of hour-long jobs holds a few, not hundreds that other
-        launchers could be running. Few large claims cost less than many small ones (each is a write transaction
-        the writer waits for): 4 s and up to 2,000 a claim ran 10,000 no-op jobs a few % faster than 1 s and 500
-        in interleaved runs (bench/README.md)."""
+        """How many claimed jobs to hold: about `buffer_s` seconds of work at the pace jobs end, so the main loop
+        never waits for a claim, yet a launcher of hour-long jobs holds a few, not hundreds that other launchers
+        could be running. 4 s and up to 2,000 a claim (fewer write transactions) ran 10,000 no-op jobs a few %
+        faster than 1 s and 500 in interleaved runs (bench/README.md)."""
         la = self.la
         return max(2 * la.capacity, min(la.opts.claim_batch, int(self.rate * la.opts.buffer_s)))
 
