@@ -356,8 +356,11 @@ class LocalSpawner:
             task.proc.returncode = rc  # so subprocess never waits for it again
         if task.signalled:  # leftovers of a killed task go too
             _killpg(task.pid, signal.SIGKILL)
-        if task.errpipe >= 0 and (exc := _exec_error(task.errpipe)) is not None:
-            return {"ev": "error", "id": task.id, "msg": f"cannot spawn {[task.argv0]!r}: {exc}"}
+        if task.errpipe >= 0:
+            if rc != 255:  # a child whose exec failed says why and exits 255; others wrote nothing here
+                os.close(task.errpipe)
+            elif (exc := _exec_error(task.errpipe)) is not None:
+                return {"ev": "error", "id": task.id, "msg": f"cannot spawn {[task.argv0]!r}: {exc}"}
         return {"ev": "exit", "id": task.id, "rc": rc, "pid": task.pid, "t": time.time(),
                 "timed_out": task.timed_out}
 

@@ -43,13 +43,14 @@ def _libc() -> ctypes.CDLL | None:
 
 
 _LIBC = _libc()
+_SET, _GET = _NR.get(platform.machine(), (-1, -1))
 
 
 def _get() -> _SchedAttr | None:
     if _LIBC is None:
         return None
     attr = _SchedAttr()
-    if _LIBC.syscall(_NR[platform.machine()][1], 0, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
+    if _LIBC.syscall(_GET, 0, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
         return None
     return attr
 
@@ -63,12 +64,13 @@ def slice_ns() -> int | None:
 def _set(attr: _SchedAttr) -> bool:
     assert _LIBC is not None
     attr.size = ctypes.sizeof(_SchedAttr)
-    return _LIBC.syscall(_NR[platform.machine()][0], 0, ctypes.byref(attr), 0) == 0
+    return _LIBC.syscall(_SET, 0, ctypes.byref(attr), 0) == 0
 
 
 @contextmanager
 def prompt_wakeups(ns: int = SHORT_NS) -> Iterator[bool]:
-    """Within the block, the calling thread asks for slices of `ns`; yields whether the kernel took it.
+    """Within the block, the calling thread asks for slices of `ns` (0: leaves it alone); yields whether the
+    kernel took it.
 
     Only a thread under the normal policy is touched (a launcher put under SCHED_FIFO or SCHED_BATCH on
     purpose stays so) and its nice value is kept; on the way out its flags and the kernel's default slice
@@ -76,7 +78,7 @@ def prompt_wakeups(ns: int = SHORT_NS) -> Iterator[bool]:
     """
     before = _get()
     took = False
-    if before is not None and before.sched_policy == 0:
+    if ns > 0 and before is not None and before.sched_policy == 0:
         want = _SchedAttr(sched_policy=0, sched_flags=before.sched_flags | _RESET_ON_FORK,
                           sched_nice=before.sched_nice, sched_runtime=ns)
         took = _set(want)

@@ -22,7 +22,6 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from select import EPOLLIN, epoll
 from typing import Any
@@ -428,7 +427,7 @@ class Launcher:
         self.writer.start()
         self.source.start()
         try:
-            with prompt_wakeups(self.opts.loop_slice_us * 1000) if self.opts.loop_slice_us else nullcontext():
+            with prompt_wakeups(self.opts.loop_slice_us * 1000):
                 self._loop()
         finally:
             self._shutdown()
