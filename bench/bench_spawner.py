@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from spawn_ceiling import ceiling  # noqa: E402
 
-from sluice.launcher.agent import LocalSpawner  # noqa: E402
+from sluice.launcher.spawn import LocalSpawner  # noqa: E402
 
 
 def run_spawner(n: int, conc: int, base: str) -> float:

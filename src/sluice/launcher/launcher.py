@@ -31,13 +31,13 @@ from sqlalchemy import func, select
 from sluice import db
 from sluice.api import Workspace
 from sluice.launcher import claims, sessions, transitions
-from sluice.launcher.agent import Event
 from sluice.launcher.claims import Claimed, Selection
 from sluice.launcher.latency import prompt_wakeups
 from sluice.launcher.mpi import LauncherNotFound, MPILauncher, choose
 from sluice.launcher.nodes import Allocation, discover
 from sluice.launcher.packing import NodePool, Request
 from sluice.launcher.runner import Runner
+from sluice.launcher.spawn import Event
 from sluice.models import jobs
 from sluice.states import END, PROCESSABLE, Change, S, apply
 

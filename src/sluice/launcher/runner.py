@@ -15,11 +15,12 @@ from pathlib import Path
 
 from sluice import templates
 from sluice.api import job_path
-from sluice.launcher.agent import AgentClient, Event, LayeredEnv, LocalSpawner, Spawner
+from sluice.launcher.agent import AgentClient
 from sluice.launcher.claims import Claimed
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
+from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner
 
 _NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
 
