@@ -183,37 +183,28 @@ class Spawner(Protocol):
 
 
 class _Task:
-    """One task, shared by the caller's thread (kills, timers, chains) and the thread that starts and reaps it."""
+    """One task, shared by the loop thread (kills, timers) and the thread that starts and reaps it."""
 
-    __slots__ = ("id", "pid", "timed_out", "signalled", "ended", "early_sig", "next", "after", "timeout",
-                 "t_start")
+    __slots__ = ("id", "pid", "timed_out", "signalled", "ended", "early_sig")
 
-    def __init__(self, id: int, timeout: float | None = None, after: _Task | None = None) -> None:
+    def __init__(self, id: int) -> None:
         self.id = id
         self.pid = 0  # set by its thread once started
         self.timed_out = False
         self.signalled = False
-        self.ended = False  # exited (or never will start): its pid may be reused, never signal it again
+        self.ended = False  # exited and about to be reaped: its pid may be reused, never signal it again
         self.early_sig = 0  # a signal sent before the task had a pid; its thread delivers it on start
-        self.next: _Order | None = None  # the task to start in this one's place the moment it ends
-        self.after = after  # the task this one was chained to, while it waits for it
-        self.timeout = timeout
-        self.t_start = 0.0
 
 
 class _Order:
     """What a task thread needs to start one task."""
 
-    __slots__ = ("task", "args", "cwd", "env", "stdout", "stderr", "make_cwd", "start_by")
+    __slots__ = ("task", "args", "cwd", "env", "stdout", "stderr", "make_cwd")
 
     def __init__(self, task: _Task, args: list[str], cwd: str | None, env: Mapping[str, str],
-                 stdout: str | None, stderr: str | None, make_cwd: bool, start_by: float | None = None) -> None:
+                 stdout: str | None, stderr: str | None, make_cwd: bool) -> None:
         self.task, self.args, self.cwd, self.env = task, args, cwd, env
-        self.stdout, self.stderr, self.make_cwd, self.start_by = stdout, stderr, make_cwd, start_by
-
-
-# a started task as its thread holds it: (task, pid, error pipe, Popen or None, argv[0])
-_Started = tuple[_Task, int, int, "subprocess.Popen[bytes] | None", str]
+        self.stdout, self.stderr, self.make_cwd = stdout, stderr, make_cwd
 
 
 def _open_out(path: str | None, devnull: int) -> int:
@@ -242,12 +233,6 @@ class LocalSpawner:
     The caller registers `fileno` in its selector, waits at most `timeout_hint` seconds, then calls
     `poll_events` (cheap when nothing happened). Spawn errors are reported as events, never raised, so one
     bad job cannot stop the loop. Only the thread that calls `spawn` may call the other methods.
-
-    `chain` goes one step further for a caller that knows what runs next in a slot: the task is started by
-    the thread of the task it follows, the moment that one ends, with no round trip through the caller. Its
-    events come in a fixed order: "started" (always sent for a chained task), then the exit of the task it
-    followed, then its own "exit"; or, if it could not start, the followed task's exit, then its "error" or
-    "unstarted" (the spawner is stopping, or `start_by` had passed).
     """
 
     def __init__(self, *, kill_grace: float = 5.0, started_events: bool = False) -> None:
@@ -257,14 +242,13 @@ class LocalSpawner:
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._by_id: dict[int, _Task] = {}
         self._pending: list[Event] = []  # events made by the caller's thread
-        self._done: deque[tuple[_Task, Event, bool]] = deque()  # from task threads: (task, event, thread freed)
+        self._done: deque[tuple[_Task, Event]] = deque()  # events made by task threads
         self._timers: list[tuple[float, int, int, int]] = []  # (when, seq, id, signal)
         self._seq = 0
         self._orders: queue.SimpleQueue[_Order | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._busy = 0  # threads given an order whose chain of tasks has not ended yet
-        self._lock = threading.Lock()  # a task's `ended` mark vs the signals and successors given to it
-        self.stopping = False  # no chained task starts any more
+        self._busy = 0  # orders handed over whose end the caller has not yet seen
+        self._lock = threading.Lock()  # between a task's `ended` mark and the signals sent to it
         self._closed = False
 
     def start(self, argv_prefix: Sequence[str] = ()) -> None:
@@ -278,63 +262,24 @@ class LocalSpawner:
         """Readable when a task has ended or failed to start (an eventfd the task threads write)."""
         return self._efd
 
-    def _order(self, task: _Task, argv: Sequence[str], cwd: str | None, env: Mapping[str, str] | None,
-               stdout: str | None, stderr: str | None, shell: bool, make_cwd: bool,
-               start_by: float | None = None) -> _Order:
-        args = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
-        return _Order(task, args, cwd or None, os.environ if env is None else env, stdout, stderr,
-                      make_cwd and bool(cwd), start_by)
-
     def spawn(self, id: int, argv: Sequence[str], *, cwd: str | None = None,
               env: Mapping[str, str] | None = None, stdout: str | None = None,
               stderr: str | None = None, shell: bool = False, timeout: float | None = None,
               make_cwd: bool = True) -> None:
         """Start one task; its exit (or an error) shows up in `poll_events`. `make_cwd=False`: the caller
         made the directory already (the launcher does so off its hot loop)."""
-        task = _Task(id, timeout)
+        args = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
+        task = _Task(id)
         self._by_id[id] = task
         self._busy += 1
         if self._busy > len(self._threads):  # every thread is busy with a running task: one more
             t = threading.Thread(target=self._serve, name=f"sluice-spawn-{len(self._threads)}", daemon=True)
             t.start()
             self._threads.append(t)
-        self._orders.put(self._order(task, argv, cwd, env, stdout, stderr, shell, make_cwd))
+        self._orders.put(_Order(task, args, cwd or None, os.environ if env is None else env, stdout, stderr,
+                                make_cwd and bool(cwd)))
         if timeout is not None:
             self._timer(time.monotonic() + timeout, id, -signal.SIGTERM)
-
-    def chain(self, after: int, id: int, argv: Sequence[str], *, cwd: str | None = None,
-              env: Mapping[str, str] | None = None, stdout: str | None = None, stderr: str | None = None,
-              shell: bool = False, timeout: float | None = None, make_cwd: bool = True,
-              start_by: float | None = None) -> bool:
-        """Start task `id` in the place of running task `after` the moment that one ends (not before wall-clock
-        time `start_by`... nor after it: then it is reported "unstarted"). False: `after` has ended, is not
-        started yet, or already has a successor; nothing was done. Its wall time counts from its start."""
-        prev = self._by_id.get(after)
-        if prev is None or self.stopping or id in self._by_id:
-            return False
-        task = _Task(id, timeout, after=prev)
-        order = self._order(task, argv, cwd, env, stdout, stderr, shell, make_cwd, start_by)
-        with self._lock:
-            if prev.ended or not prev.pid or prev.next is not None:
-                return False
-            prev.next = order
-        self._by_id[id] = task
-        return True
-
-    def unchain(self, id: int) -> bool:
-        """Take back a chained task that has not started; False if its turn has come (it starts, or is
-        reported, as usual)."""
-        task = self._by_id.get(id)
-        prev = task.after if task is not None else None
-        if task is None or prev is None:
-            return False
-        with self._lock:
-            if prev.ended or prev.next is None or prev.next.task is not task:
-                return False
-            prev.next = None
-            task.ended = True
-        del self._by_id[id]
-        return True
 
     def report_error(self, id: int, msg: str) -> None:
         """Queue an error event for ``id`` (a job that failed before it could be spawned)."""
@@ -342,96 +287,63 @@ class LocalSpawner:
 
     # ---------------------------------------------------------------- task threads
     def _serve(self) -> None:
-        while (order := self._orders.get()) is not None:
+        orders, done, efd = self._orders, self._done, self._efd
+        while (order := orders.get()) is not None:
             try:
-                cur = self._launch(order, freed=True)
-                while cur is not None:  # a chain: each task started by this thread as the previous one ends
-                    cur = self._follow(cur)
-            except BaseException as e:  # never lose a task: whatever went wrong is its error (pragma: no cover)
-                self._post(order.task, {"ev": "error", "id": order.task.id, "msg": f"lost track: {e!r}"}, True)
+                ev = self._run(order)
+            except BaseException as e:  # never lose a task: whatever went wrong is its error
+                ev = {"ev": "error", "id": order.task.id, "msg": f"lost track of the task: {e!r}"}
+            done.append((order.task, ev))
+            os.eventfd_write(efd, 1)
 
-    def _post(self, task: _Task, ev: Event, freed: bool) -> None:
-        self._done.append((task, ev, freed))
-        os.eventfd_write(self._efd, 1)
-
-    def _launch(self, order: _Order, freed: bool, errors: list[tuple[_Task, Event]] | None = None) \
-            -> _Started | None:
-        """Start the order's task. A failure is posted at once (freeing the thread), or added to `errors`
-        when the caller must post the exit of the task it followed first."""
-        task, args = order.task, order.args
+    def _run(self, o: _Order) -> Event:
+        task, args = o.task, o.args
         devnull = self._devnull
         out = err = devnull
         proc = None
         errpipe = -1
         try:
-            if order.make_cwd:
-                assert order.cwd is not None
-                _make_dir(order.cwd)
-            out = _open_out(order.stdout, devnull)
-            err = out if order.stderr == order.stdout else _open_out(order.stderr, devnull)
+            if o.make_cwd:
+                assert o.cwd is not None
+                _make_dir(o.cwd)
+            out = _open_out(o.stdout, devnull)
+            err = out if o.stderr == o.stdout else _open_out(o.stderr, devnull)
             if _FAST:
-                pid, errpipe = _spawn_fast(args, order.cwd, order.env, (devnull, out, err))
+                pid, errpipe = _spawn_fast(args, o.cwd, o.env, (devnull, out, err))
             else:
-                proc = subprocess.Popen(args, cwd=order.cwd, env=order.env, stdin=devnull, stdout=out,
-                                        stderr=err, close_fds=False, start_new_session=True)
+                proc = subprocess.Popen(args, cwd=o.cwd, env=o.env, stdin=devnull, stdout=out, stderr=err,
+                                        close_fds=False, start_new_session=True)
                 pid = proc.pid
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            with self._lock:
-                task.ended = True
-            ev = {"ev": "error", "id": task.id, "msg": f"cannot spawn {args[:1]!r}: {exc}"}
-            if errors is None:
-                self._post(task, ev, freed)
-            else:
-                errors.append((task, ev))
-            return None
+            return {"ev": "error", "id": task.id, "msg": f"cannot spawn {args[:1]!r}: {exc}"}
         finally:
             if out != devnull:
                 os.close(out)
             if err not in (out, devnull):
                 os.close(err)
-        task.t_start = time.monotonic()
         with self._lock:
             task.pid = pid
             early = task.early_sig
         if early:  # killed (or timed out) while it was being started
             _killpg(pid, early)
-        if self.started_events or task.after is not None:
-            self._post(task, {"ev": "started", "id": task.id, "pid": pid, "t": time.time()}, False)
-        return task, pid, errpipe, proc, args[0]
-
-    def _follow(self, cur: _Started) -> _Started | None:
-        """Wait for a started task to end; start its successor, if any, in its place; report both."""
-        task, pid, errpipe, proc, argv0 = cur
+        if self.started_events:
+            self._done.append((task, {"ev": "started", "id": task.id, "pid": pid, "t": time.time()}))
+            os.eventfd_write(self._efd, 1)
         os.waitid(os.P_PID, pid, _WAIT_FLAGS)  # blocks without reaping: the pid stays ours until waitpid
         with self._lock:
             task.ended = True
-            nxt, task.next = task.next, None
-        started = None
-        later: list[tuple[_Task, Event]] = []
-        if nxt is not None:
-            if self.stopping or (nxt.start_by is not None and time.time() > nxt.start_by):
-                with self._lock:
-                    nxt.task.ended = True
-                later.append((nxt.task, {"ev": "unstarted", "id": nxt.task.id}))
-            else:  # the core is free this instant: start the successor before anything else
-                started = self._launch(nxt, False, later)
         if task.signalled:  # leftovers of a killed task go too
             _killpg(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         rc = os.waitstatus_to_exitcode(status)
         if proc is not None:
             proc.returncode = rc  # so subprocess never waits for it again
-        ev: Event = {"ev": "exit", "id": task.id, "rc": rc, "pid": pid, "t": time.time(),
-                     "timed_out": task.timed_out}
         if errpipe >= 0:
             if rc != 255:  # a child whose exec failed says why and exits 255; others wrote nothing here
                 os.close(errpipe)
             elif (why := _exec_error(errpipe)) is not None:
-                ev = {"ev": "error", "id": task.id, "msg": f"cannot spawn {[argv0]!r}: {why}"}
-        self._post(task, ev, started is None and not later)
-        for i, (t, e) in enumerate(later):
-            self._post(t, e, started is None and i == len(later) - 1)
-        return started
+                return {"ev": "error", "id": task.id, "msg": f"cannot spawn {[args[0]]!r}: {why}"}
+        return {"ev": "exit", "id": task.id, "rc": rc, "pid": pid, "t": time.time(), "timed_out": task.timed_out}
 
     # ---------------------------------------------------------------- signals and timers
     def _signal(self, task: _Task, sig: int) -> None:
@@ -492,16 +404,11 @@ class LocalSpawner:
             pass
         done, by_id = self._done, self._by_id
         while done:
-            task, ev, freed = done.popleft()
-            if freed:
+            task, ev = done.popleft()
+            if ev["ev"] != "started":
                 self._busy -= 1
-            if ev["ev"] == "started":
-                if task.after is not None:
-                    task.after = None
-                    if task.timeout is not None:  # a chained task's wall time counts from its start
-                        self._timer(task.t_start + task.timeout, task.id, -signal.SIGTERM)
-            elif by_id.get(task.id) is task:
-                del by_id[task.id]
+                if by_id.get(task.id) is task:
+                    del by_id[task.id]
             events.append(ev)
         return events
 
@@ -512,16 +419,11 @@ class LocalSpawner:
         select.select([self._efd], [], [], timeout)
 
     def close(self, grace: float | None = None) -> list[Event]:
-        """TERM every task group, KILL what is left after ``grace``; return the final events (chained tasks
-        that had not started are reported "unstarted")."""
+        """TERM every task group, KILL what is left after ``grace``; return the final events."""
         if self._closed:
             return self.poll_events()
-        self.stopping = True
         grace = self.kill_grace if grace is None else grace
         events = self.poll_events()
-        for task in list(self._by_id.values()):
-            if task.after is not None and self.unchain(task.id):
-                events.append({"ev": "unstarted", "id": task.id})
         for task in list(self._by_id.values()):
             self._signal(task, signal.SIGTERM)
         deadline = time.monotonic() + grace
