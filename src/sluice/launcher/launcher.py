@@ -5,7 +5,8 @@ Three threads keep the database out of the hot loop:
   hands stage-in/preprocess work to the transition pool;
 - the *writer* applies state changes in batches (one transaction per ~50 ms), heartbeats the session and
   notices jobs a user killed;
-- the *main loop* places buffered jobs on free cores, spawns them, and reaps exits from pidfds with a selector.
+- the *main loop* places buffered jobs on free cores and hands them to the spawner (spawn.py: a thread per
+  running task starts it and waits for it), whose eventfd tells the loop's epoll when tasks have ended.
 
     Launcher(ws, Options(job_mode="serial", idle_timeout=5)).run()
 """

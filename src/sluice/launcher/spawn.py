@@ -3,10 +3,10 @@ node agent (agent.py wraps it in a pipe protocol for the other nodes).
 
 Why a thread per running task: the thread that starts a task waits for it (a blocking ``waitid``, which lets go
 of the GIL), wakes on the core the task just left, and starts the next task there. A single loop that both
-spawned and reaped sat in ``fork_exec``'s vfork wait for 0.35-0.45 ms a task, the new child queued behind a
-running one on the other core; with a thread per slot that wait is ~0.07 ms and the same /bin/true tasks ran
-1.2-1.4x faster than the bare single-loop spawn ceiling (bench/README.md). The launcher's loop only hands
-work over and reads exits: it never waits on a child.
+spawned and reaped sat in ``fork_exec``'s vfork wait for 0.35-0.45 ms a task (the new child queued behind a
+running one on the other core); from a task's own thread the median wait is ~0.1 ms. The launcher's loop
+only hands work over and reads exits, never waits on a child, and ran 10,000 /bin/true jobs at 0.96 of the
+spawn ceiling instead of 0.86 in interleaved pairs (bench/README.md).
 
 Threads are made on demand, one per task running or starting, and reused: a node never holds more than it
 ever ran at once. A signal reaches a task only while it is unreaped (its pid cannot have been recycled):
