@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from tests.launcher.test_agent import alive, collect
 
 from sluice.launcher.spawn import LocalSpawner
@@ -78,4 +79,22 @@ def test_an_executable_that_cannot_run_is_the_tasks_error(tmp_path: Path) -> Non
     got = collect(sp, 2)
     assert got[1]["ev"] == "error" and "Permission denied" in got[1]["msg"]
     assert got[2]["ev"] == "error" and "No such file" in got[2]["msg"]
+    sp.close()
+
+
+def test_no_thread_left_is_the_tasks_error_not_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of threads (a user's process limit): the task fails with a reason, the caller goes on."""
+    sp = LocalSpawner()
+    sp.spawn(1, ["sleep", "0.2"])
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    sp.spawn(2, ["true"])
+    monkeypatch.undo()
+    got = collect(sp, 2)
+    assert got[1]["ev"] == "exit" and got[1]["rc"] == 0
+    assert got[2]["ev"] == "error" and "can't start new thread" in got[2]["msg"]
+    assert sp.running == 0
     sp.close()

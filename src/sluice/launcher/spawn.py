@@ -269,13 +269,17 @@ class LocalSpawner:
         """Start one task; its exit (or an error) shows up in `poll_events`. `make_cwd=False`: the caller
         made the directory already (the launcher does so off its hot loop)."""
         args = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
+        if self._busy >= len(self._threads):  # every thread is busy with a running task: one more
+            t = threading.Thread(target=self._serve, name=f"sluice-spawn-{len(self._threads)}", daemon=True)
+            try:
+                t.start()
+            except RuntimeError as e:  # out of threads (ulimit -u, memory): this task's error, not the loop's
+                self._pending.append({"ev": "error", "id": id, "msg": f"cannot spawn {argv[:1]!r}: {e}"})
+                return
+            self._threads.append(t)
         task = _Task(id)
         self._by_id[id] = task
         self._busy += 1
-        if self._busy > len(self._threads):  # every thread is busy with a running task: one more
-            t = threading.Thread(target=self._serve, name=f"sluice-spawn-{len(self._threads)}", daemon=True)
-            t.start()
-            self._threads.append(t)
         self._orders.put(_Order(task, args, cwd or None, os.environ if env is None else env, stdout, stderr,
                                 make_cwd and bool(cwd)))
         if timeout is not None:
