@@ -65,6 +65,7 @@ class NodePool:
         self._taken = [False] * len(self.nodes)  # held by an exclusive job
         self._free_total = sum(self._free)
         self._hint = 0  # no node before this one has free cores
+        self._fits: dict[tuple[int, int, int], bool] = {}
 
     # --- views ---
     @property
@@ -88,8 +89,12 @@ class NodePool:
         """Could this request run on an empty pool? If not, the launcher must report it, not wait."""
         if req.num_nodes < 1 or req.cores < 1:
             return False
-        able = sum(1 for n in self.nodes if n.cores >= req.cores and len(n.gpus) >= req.gpus)
-        return able >= req.num_nodes
+        key = (req.num_nodes, req.cores, req.gpus)  # asked once a job: a scan of 1,000 nodes each time adds up
+        ok = self._fits.get(key)
+        if ok is None:
+            able = sum(1 for n in self.nodes if n.cores >= req.cores and len(n.gpus) >= req.gpus)
+            ok = self._fits[key] = able >= req.num_nodes
+        return ok
 
     def place(self, req: Request, *, exclusive: bool = False) -> Placement | None:
         """Take resources for ``req`` now, or return None if they are not free.
@@ -150,8 +155,9 @@ class NodePool:
             else:
                 self._free[i] += p.cores_per_node
                 self._free_total += p.cores_per_node
-                back = set(self._gpus[i]) | set(p.gpus.get(name, ()))
-                self._gpus[i] = [g for g in node.gpus if g in back]
+                if p.gpus:
+                    back = set(self._gpus[i]) | set(p.gpus.get(name, ()))
+                    self._gpus[i] = [g for g in node.gpus if g in back]
             if i < self._hint:
                 self._hint = i
 
