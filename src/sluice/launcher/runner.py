@@ -20,7 +20,7 @@ from sluice.launcher.claims import Claimed
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
-from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner
+from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner, make_dir
 
 _NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
 
@@ -103,18 +103,10 @@ class Runner:
         """Make the working directories of jobs about to start, from the claiming thread: a mkdir is a
         tenth of a task's spawn, and the main loop's time is the launcher's throughput."""
         for c in claimed:
-            d = self.workdir(c)
             try:
-                os.mkdir(d)  # one syscall; makedirs would stat the parent first, every time
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                try:
-                    os.makedirs(d, exist_ok=True)
-                except OSError:
-                    continue  # the spawner tries again and reports the error as the job's
+                make_dir(self.workdir(c))
             except OSError:
-                continue
+                continue  # the spawner tries again and reports the error as the job's
             self.prepared.add(c.id)
 
     def start(self, c: Claimed, p: Placement) -> None:

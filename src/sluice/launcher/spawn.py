@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-__all__ = ["Event", "LayeredEnv", "LocalSpawner", "Spawner"]
+__all__ = ["Event", "LayeredEnv", "LocalSpawner", "Spawner", "make_dir"]
 
 Event = dict[str, Any]
 _OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -218,7 +218,8 @@ def _killpg(pid: int, sig: int) -> None:
         pass
 
 
-def _make_dir(cwd: str) -> None:
+def make_dir(cwd: str) -> None:
+    """mkdir -p in one syscall when the parent exists (os.makedirs stats the parent first, every time)."""
     try:
         os.mkdir(cwd)
     except FileExistsError:
@@ -309,7 +310,7 @@ class LocalSpawner:
         try:
             if o.make_cwd:
                 assert o.cwd is not None
-                _make_dir(o.cwd)
+                make_dir(o.cwd)
             out = _open_out(o.stdout, devnull)
             err = out if o.stderr == o.stdout else _open_out(o.stderr, devnull)
             if _FAST:
