@@ -233,3 +233,44 @@ def test_max_jobs_starts_exactly_that_many_then_gives_the_rest_back(sqlite_ws: W
     assert out[0].started == max_jobs
     assert ws.count(state=S.JOB_FINISHED) == max_jobs
     assert all(j.session_id is None for j in ws.jobs())
+
+
+def test_a_stop_cuts_running_jobs_short_even_while_a_claim_is_slow(sqlite_ws: Workspace,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduler's TERM (or the allocation's end) stops running jobs at once, not after the claiming thread
+    has finished what it was doing (here: making directories on a slow file system for 3 s)."""
+    from sluice.launcher.nodes import Allocation, Node
+    from sluice.launcher.runner import Runner
+
+    ws = sqlite_ws
+    ws.add_app("sh", "/bin/sh -c {cmd}")
+    ws.add_jobs([{"name": f"j{i}", "app": "sh", "params": {"cmd": "echo s >> m; sleep 1.5; echo d >> m"}}
+                 for i in range(40)])
+    prepare, calls, slow = Runner.prepare, [0], threading.Event()
+
+    def slow_second_claim(self: Runner, claimed: list) -> None:  # type: ignore[type-arg]
+        calls[0] += 1
+        if calls[0] > 1:
+            slow.set()
+            time.sleep(3)
+        prepare(self, claimed)
+
+    monkeypatch.setattr(Runner, "prepare", slow_second_claim)
+    la = Launcher(ws, Options(idle_timeout=30, kill_grace_s=1.0, status=False, claim_batch=4),
+                  alloc=Allocation("local", (Node("here", 2),), None, None))
+    t = threading.Thread(target=la.run)
+    t.start()
+    try:
+        assert slow.wait(20), "no second claim"
+        deadline = time.monotonic() + 10
+        while ws.count(state=S.RUNNING) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        running = [j.id for j in ws.jobs(state=S.RUNNING)]
+        assert len(running) == 2
+    finally:
+        la.stop("signal SIGTERM")
+        t.join(30)
+    for j in running:
+        assert [e.to_state for e in ws.history(j)][-3:] == [S.RUNNING, S.RUN_TIMEOUT, S.RESTART_READY]
+        assert (ws.job(j).path / "m").read_text() == "s\n"  # stopped, never completed
+    assert not ws.jobs(state=S.RUNNING)

@@ -296,11 +296,12 @@ class Source(threading.Thread):
         with self.cv:
             self.cv.notify()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
         with self.cv:
             self.stopped = True
             self.cv.notify()
-        self.join()
+        if wait:
+            self.join()
 
 
 class Launcher:
@@ -617,9 +618,10 @@ class Launcher:
 
     def _shutdown(self) -> None:
         reason = self.stop_reason or "error"
-        self.source.stop()
-        leftovers = [c.id for c in self.pending] + [c.id for c in self.source.buffer]
-        self.pending, self.source.buffer = deque(), deque()
+        # Running jobs are stopped first, before waiting for the claiming thread (which may be in the middle of a
+        # claim and its mkdirs): after a scheduler's TERM every second counts, and a job left to finish while
+        # the launcher waits has run past the moment it was told to stop.
+        self.source.stop(wait=False)
         if self.running:
             self.stopping_ids.update(self.running)
             for jid in list(self.running):
@@ -628,6 +630,9 @@ class Launcher:
             while self.running and time.monotonic() < end:
                 time.sleep(0.02)
                 self._handle(self.runner.poll())
+        self.source.join()
+        leftovers = [c.id for c in self.pending] + [c.id for c in self.source.buffer]
+        self.pending, self.source.buffer = deque(), deque()
         self._handle(self.runner.close(grace=0))
         self.processing.shutdown(wait=True, cancel_futures=True)
         self.writer.stop()
