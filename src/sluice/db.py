@@ -203,14 +203,14 @@ def raw(conn: Connection, sql: str, args: Sequence[Any] = (), *, fetch: bool = T
         cur.close()
 
 
-def raw_in(conn: Connection, sql: str, ids: Sequence[Any], tail: str = "", chunk: int = 900
-           ) -> list[tuple[Any, ...]]:
+def raw_in(conn: Connection, sql: str, ids: Sequence[Any], tail: str = "", chunk: int = 900, *,
+           args: Sequence[Any] = (), fetch: bool = True) -> list[tuple[Any, ...]]:
     """`sql` + "(ids...)" + `tail` through the driver, in chunks (SQLite's old 999-variable limit): big IN lists
-    compiled by SQLAlchemy cost ~4 ms a statement, more than the query."""
+    compiled by SQLAlchemy cost ~4 ms a statement, more than the query. `args` bind the marks in `sql` itself."""
     out: list[tuple[Any, ...]] = []
     for i in range(0, len(ids), chunk):
         part = list(ids[i : i + chunk])
-        out += raw(conn, f"{sql} ({marks(conn, len(part))}){tail}", part)
+        out += raw(conn, f"{sql} ({marks(conn, len(part))}){tail}", [*args, *part], fetch=fetch)
     return out
 
 

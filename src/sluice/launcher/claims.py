@@ -108,10 +108,8 @@ def claim(conn: Connection, session_id: int, sel: Selection, limit: int, *,
     ids = list(conn.execute(q).scalars())
     if not ids:
         return []
-    for i in range(0, len(ids), 900):  # an old SQLite allows 999 variables a statement
-        part = ids[i : i + 900]
-        db.raw(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN ({db.marks(conn, len(part))})",
-               [session_id, *part], fetch=False)
+    db.raw_in(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN", ids, args=[session_id],
+              fetch=False)
     rows = db.raw_in(conn, f"SELECT {', '.join(_JOB_COLS)} FROM jobs WHERE id IN", ids, " ORDER BY id")
     app_ids = sorted({r[-1] for r in rows})
     app_rows = db.raw(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN ({db.marks(conn, len(app_ids))})",
