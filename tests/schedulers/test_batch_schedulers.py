@@ -9,16 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from sluice.schedulers import BatchRequest, BatchState, BatchStatus, SchedulerError, SchedulerUnavailable
+from sluice.errors import Fault, UserError
+from sluice.schedulers import (
+    BadBatchRequest,
+    BatchRequest,
+    BatchState,
+    BatchStatus,
+    SchedulerError,
+    SchedulerUnavailable,
+)
 from sluice.schedulers import get_scheduler as get
 from sluice.schedulers.base import BatchScheduler, _Result
 
-from .conftest import recorded
+from .conftest import FakeCommands, recorded
 
 COMMANDS = {
     "pbs": ("qsub", "qstat", "qdel"),
     "cobalt": ("qsub", "qstat", "qdel"),
     "lsf": ("bsub", "bjobs", "bkill"),
+    "slurm": ("sbatch", "squeue", "scontrol", "scancel"),
 }
 
 
@@ -300,3 +309,152 @@ def test_lsf_status_garbage_is_unknown(tmp_path: Path, monkeypatch: pytest.Monke
 def test_lsf_cancel_finished_job_is_fine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     s, _ = _sched("lsf", monkeypatch, tmp_path, _Result(255, "", "Job <4567>: Job has already finished\n"))
     s.cancel("4567")
+
+
+# ---------------------------------------------------------------- the template's table, end to end
+# Real subprocesses against fake commands (tests/schedulers/data/fake-command.sh): the exact argv and script
+# each scheduler's table produces for one request, and the native id it reads from the command's answer.
+
+_BODY = (
+    "\n\ncd {wd}\nexport OMP_NUM_THREADS=2\nexport SLUICE_BATCH_JOB=\"{var}\"\n"
+    "exec /usr/bin/python3 -m sluice launcher --workspace '/my ws' --job-mode serial\n"
+)
+SUBMITS = {
+    # name: (submit command, its answer, native id, extra, argv after the command, the script's header)
+    "slurm": ("sbatch", "4242;cluster1\n", "4242", ["--qos=debug"], ["--parsable", "{script}"], [
+        "#SBATCH --job-name=my_job", "#SBATCH --nodes=4", "#SBATCH --time=90", "#SBATCH --chdir={wd}",
+        "#SBATCH --output={stem}-%j.out", "#SBATCH --error={stem}-%j.err", "#SBATCH --partition=debug",
+        "#SBATCH --account=CSC249", "#SBATCH --qos=debug"]),
+    "pbs": ("qsub", "77.pbs01\n", "77.pbs01", ["-l filesystems=home"], ["{script}"], [
+        "#PBS -N my_job", "#PBS -l select=4", "#PBS -l place=scatter:excl", "#PBS -l walltime=01:30:00",
+        "#PBS -o {stem}.out", "#PBS -e {stem}.err", "#PBS -q debug", "#PBS -A CSC249",
+        "#PBS -l filesystems=home"]),
+    "lsf": ("bsub", "Job <4567> is submitted to queue <batch>.\n", "4567", ["-alloc_flags smt4"], [], [
+        "#BSUB -J my_job", "#BSUB -nnodes 4", "#BSUB -W 90", "#BSUB -cwd {wd}", "#BSUB -o {stem}.%J.out",
+        "#BSUB -e {stem}.%J.err", "#BSUB -q debug", "#BSUB -P CSC249", "#BSUB -alloc_flags smt4"]),
+    "cobalt": ("qsub", "Job routed to queue \"debug\".\n330117\n", "330117", ["--attrs", "mcdram=cache"], [
+        "-n", "4", "-t", "90", "--mode", "script", "--jobname", "my_job", "--cwd", "{wd}", "-O", "{stem}",
+        "-q", "debug", "-A", "CSC249", "--attrs", "mcdram=cache", "{script}"], []),
+}
+VARS = {"slurm": "slurm:${SLURM_JOB_ID}", "pbs": "pbs:${PBS_JOBID}", "lsf": "lsf:${LSB_JOBID}",
+        "cobalt": "cobalt:${COBALT_JOBID}"}
+
+
+@pytest.mark.parametrize("name", sorted(SUBMITS))
+def test_submit_writes_the_exact_script_and_argv(name: str, tmp_path: Path, fake_commands: FakeCommands) -> None:
+    cmd, answer, native_id, extra, argv, header = SUBMITS[name]
+    fake_commands.install(*COMMANDS[name])
+    fake_commands.answer(cmd, stdout=answer, reads_stdin=name == "lsf")
+    assert get(name).submit(_req(tmp_path, job_name="my job", extra=extra)) == native_id
+    (script,) = (tmp_path / "wd").glob("my_job-*.sh")
+    fill = {"wd": str(tmp_path / "wd"), "stem": str(script.with_suffix("")), "script": str(script),
+            "var": VARS[name]}
+    assert fake_commands.argv(cmd) == [a.format(**fill) for a in argv]
+    expected = "\n".join(["#!/bin/bash", *(h.format(**fill) for h in header)]) + _BODY.format(**fill)
+    assert script.read_text() == expected
+    assert os.access(script, os.X_OK)
+    if name == "lsf":
+        assert fake_commands.stdin(cmd) == expected
+
+
+@pytest.mark.parametrize("name", sorted(SUBMITS))
+def test_submit_without_a_job_id_in_the_answer(name: str, tmp_path: Path, fake_commands: FakeCommands) -> None:
+    cmd = SUBMITS[name][0]
+    fake_commands.install(*COMMANDS[name])
+    fake_commands.answer(cmd, stdout="queue is closed today\n")
+    with pytest.raises(SchedulerError, match=f"^{get(name).spec.label}: {cmd} printed no job id: queue is closed"):  # type: ignore[attr-defined]
+        get(name).submit(_req(tmp_path))
+
+
+def test_slurm_status_and_cancel_through_the_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    squeue = _ok("5 RUNNING None\n6 PENDING Priority\n7 COMPLETED None\n")
+    s, replay = _sched("slurm", monkeypatch, tmp_path, squeue, _Result(1, "", "slurm_load_jobs error\n"),
+                       _Result(1, "", "scancel: error: Kill job error on job id 5: Invalid job id specified\n"))
+    got = s.status(["5", "6", "7"])
+    assert [got[i].state for i in "567"] == [BatchState.RUNNING, BatchState.QUEUED, BatchState.FINISHED]
+    assert got["6"].message == "Priority"
+    assert replay.calls[1][0] == ["scontrol", "-o", "show", "job", "7"]
+    s.cancel("5")  # Slurm no longer knows it: fine
+    assert replay.calls[2][0] == ["scancel", "5"]
+
+
+@pytest.mark.parametrize(("name", "cmd"), [("cobalt", "qdel"), ("lsf", "bkill"), ("slurm", "scancel")])
+def test_cancel_refused_is_a_scheduler_error(
+    name: str, cmd: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, replay = _sched(name, monkeypatch, tmp_path, _Result(1, "", "Permission denied\nby policy\n"))
+    with pytest.raises(SchedulerError, match=f"^{s.spec.label}: {cmd} 12 failed: Permission denied; by policy$"):
+        s.cancel("12")
+    assert replay.calls[0][0] == [cmd, "12"]
+
+
+# ---------------------------------------------------------------- faults and the user's mistakes
+
+
+def test_scheduler_faults_are_faults_and_bad_requests_user_errors() -> None:
+    assert issubclass(SchedulerError, Fault) and not issubclass(SchedulerError, UserError)
+    assert issubclass(SchedulerUnavailable, SchedulerError)
+    assert issubclass(BadBatchRequest, UserError) and not issubclass(BadBatchRequest, Fault)
+    with pytest.raises(UserError, match="unknown scheduler"):
+        get("sge")
+    with pytest.raises(UserError, match="bad options for scheduler 'pbs'"):
+        get("pbs", seconds_per_minute=1)
+
+
+@pytest.mark.parametrize(
+    ("kw", "text"),
+    [
+        ({"num_nodes": 0}, "at least 1 node, got 0"),
+        ({"wall_time_min": 0}, "at least 1 minute"),
+        ({"command": []}, "empty command"),
+        ({"env": {"BAD-NAME": "x"}}, "invalid environment variable name in batch request: 'BAD-NAME'"),
+        ({"queue": "debug\n#PBS -l select=999"}, "contains a line break"),
+        ({"extra": ["--qos=a\r"]}, "contains a line break"),
+    ],
+)
+@pytest.mark.parametrize("name", ["slurm", "pbs", "cobalt", "lsf", "local"])
+def test_bad_requests_are_user_errors_and_write_nothing(
+    name: str, kw: dict[str, object], text: str, tmp_path: Path, fake_commands: FakeCommands
+) -> None:
+    fake_commands.install(*COMMANDS.get(name, ()))
+    s = get(name, state_dir=tmp_path / "state") if name == "local" else get(name)
+    with pytest.raises(BadBatchRequest, match=text):
+        s.submit(_req(tmp_path, **kw))
+    assert not (tmp_path / "wd").exists()
+
+
+def test_missing_command_is_a_fault_not_worth_retrying(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SchedulerUnavailable) as exc:
+        get("slurm").submit(_req(tmp_path))
+    assert isinstance(exc.value, Fault) and not exc.value.transient
+
+
+@pytest.mark.parametrize(
+    ("err", "cls", "transient"),
+    [
+        ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", SchedulerUnavailable,
+         True),
+        ("sbatch: error: Unable to contact slurm controller (connect failure)", SchedulerUnavailable, True),
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified", SchedulerError, False),
+    ],
+)
+def test_a_scheduler_that_is_down_is_transient_a_refusal_is_not(
+    err: str, cls: type[SchedulerError], transient: bool, tmp_path: Path, fake_commands: FakeCommands
+) -> None:
+    fake_commands.install(*COMMANDS["slurm"])
+    fake_commands.answer("sbatch", stderr=err + "\n", rc=1)
+    with pytest.raises(SchedulerError) as exc:
+        get("slurm").submit(_req(tmp_path))
+    assert type(exc.value) is cls and exc.value.transient is transient
+    assert str(exc.value) == f"Slurm: sbatch failed: {err}"
+
+
+def test_a_command_that_does_not_answer_is_transient(tmp_path: Path, fake_commands: FakeCommands) -> None:
+    fake_commands.install(*COMMANDS["pbs"])
+    (fake_commands.bindir / "qsub").write_text("#!/bin/sh\nsleep 5\n")
+    s = get("pbs")
+    s._timeout_s = 0.2  # type: ignore[attr-defined,misc]
+    with pytest.raises(SchedulerUnavailable, match="^PBS: qsub did not answer in 0 s$") as exc:
+        s.submit(_req(tmp_path))
+    assert exc.value.transient

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sluice.schedulers import BatchRequest, BatchState, BatchStatus, SchedulerError, get_scheduler
+from sluice.errors import Fault, UserError
+from sluice.schedulers import BadBatchRequest, BatchRequest, BatchState, BatchStatus, get_scheduler
 from sluice.schedulers.local import LocalScheduler
 
 
@@ -125,11 +126,12 @@ def test_missing_command_binary_fails_with_127(sched: LocalScheduler, tmp_path: 
 def test_bad_requests_are_one_line_errors(sched: LocalScheduler, tmp_path: Path, kw: dict[str, object],
                                           text: str) -> None:
     base: dict[str, object] = {"command": ["true"], "num_nodes": 1, "wall_time_min": 1, "workdir": tmp_path}
-    with pytest.raises(SchedulerError, match=text):
+    with pytest.raises(BadBatchRequest, match=text) as exc:  # the user's mistake, not a scheduler fault
         sched.submit(BatchRequest(**{**base, **kw}))  # type: ignore[arg-type]
+    assert isinstance(exc.value, UserError) and not isinstance(exc.value, Fault)
 
 
 def test_unknown_scheduler_name_lists_valid_ones() -> None:
     valid = "local, slurm, pbs, cobalt, lsf"
-    with pytest.raises(SchedulerError, match=f"unknown scheduler 'sge'; valid names: {valid}"):
+    with pytest.raises(UserError, match=f"unknown scheduler 'sge'; valid names: {valid}"):
         get_scheduler("sge")

@@ -15,6 +15,11 @@ Protocol
   not terminal, so the caller asks again later instead of declaring live jobs finished.
 
 ``cancel(id)`` of a job that already finished is not an error.
+
+Command-driven schedulers (:class:`BatchScheduler`) share one template :meth:`~BatchScheduler.submit` and
+:meth:`~BatchScheduler.cancel`, driven by a per-scheduler :class:`Spec` table (directive prefix, how each
+option is spelled, the submit command, the native-id pattern, the state codes); each module adds only its
+``status`` parser.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from sluice.errors import UserError
+from sluice.errors import Fault, UserError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +94,23 @@ class BatchStatus:
     exit_code: int | None = None
 
 
-class SchedulerError(UserError):
-    """Submit or cancel failed; ``str()`` is one line that includes the scheduler's own text."""
+class SchedulerError(Fault):
+    """A scheduler command failed (refused, broke, or did not answer); ``str()`` is one line with its own text.
+
+    ``transient`` is True where asking again later could help (the scheduler is down or did not answer).
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class SchedulerUnavailable(SchedulerError):
-    """The scheduler's command is not on this machine; the message names the command and the scheduler."""
+    """The scheduler cannot be reached: its command is missing (not transient) or its server is down (transient)."""
+
+
+class BadBatchRequest(UserError):
+    """A batch request no scheduler can honour (0 nodes, an empty command, a line break, a bad env var name)."""
 
 
 class Scheduler(ABC):
@@ -104,7 +120,11 @@ class Scheduler(ABC):
 
     @abstractmethod
     def submit(self, req: BatchRequest) -> str:
-        """Submit ``req`` and return the scheduler's native id; raise :class:`SchedulerError` on refusal."""
+        """Submit ``req`` and return the scheduler's native id.
+
+        Raises :class:`BadBatchRequest` (a UserError) for a request no scheduler can honour, before anything is
+        written, and :class:`SchedulerError` (a Fault) when the scheduler is missing, down or refuses it.
+        """
 
     @abstractmethod
     def status(self, native_ids: Sequence[str]) -> dict[str, BatchStatus]:
@@ -133,23 +153,121 @@ class _Result(NamedTuple):
     stderr: str
 
 
-class BatchScheduler(Scheduler):
-    """Shared plumbing for schedulers driven by commands: every command goes through :meth:`_run`.
+@dataclass(frozen=True)
+class Spec:
+    """How one batch scheduler spells a submission: the table :meth:`BatchScheduler.submit` is driven by.
 
-    Subclasses set ``name``, ``_label`` (for messages) and ``_commands`` (checked by :meth:`check`).
+    ``options`` are the scheduler's options in the order they are written, as templates with the fields
+    ``{name}`` (the job name made safe), ``{nodes}``, ``{minutes}``, ``{hhmmss}`` (the wall time),
+    ``{workdir}`` and ``{stem}`` (the script's path without its suffix, unique per submission, for the job's
+    output files); ``queue`` and ``project`` (fields ``{queue}``, ``{project}``) follow when the request has
+    them, then the request's ``extra`` items as given.
+
+    With a ``prefix`` (``#SBATCH``) every option is a directive line in the script; without one (Cobalt's
+    script mode) they go on the submit command line instead, each split at its first space into two words.
     """
 
-    _label: ClassVar[str]
-    _commands: ClassVar[tuple[str, ...]]
+    label: str
+    """The scheduler's name in messages (``Slurm``)."""
+    commands: tuple[str, ...]
+    """The commands :meth:`BatchScheduler.check` looks for on PATH."""
+    prefix: str | None
+    options: tuple[str, ...]
+    queue: str
+    project: str
+    submit: tuple[str, ...]
+    """The submit command's argv; the script's path is appended, or piped to it with ``stdin``."""
+    job_id: re.Pattern[str]
+    """Searched in the submit command's stdout; group 1 is the native id."""
+    job_var: str
+    """The scheduler's job-id variable: ``SLUICE_BATCH_JOB`` is exported as ``<name>:<job_var>``."""
+    states: Mapping[str, BatchState]
+    """Native state code -> :class:`BatchState`."""
+    cancel: str
+    """The cancel command, given the native id."""
+    gone: tuple[str, ...] = ()
+    """Lower-case texts by which the cancel command says the job has already ended (not an error)."""
+    stdin: bool = False
+
+
+# How a scheduler that is down (not one refusing a request) answers: Slurm "Unable to contact slurm
+# controller" / "Socket timed out", PBS "cannot connect to server", LSF "LSF is down; try later", ...
+_DOWN = re.compile(
+    r"connection refused|cannot connect|unable to contact|not responding|timed out|try (again|later)"
+    r"|temporarily unavailable",
+    re.IGNORECASE,
+)
+
+
+class BatchScheduler(Scheduler):
+    """A scheduler driven by commands and the :class:`Spec` table ``spec``; every command goes through :meth:`_run`.
+
+    :meth:`submit`, :meth:`cancel` and :meth:`check` come from the table; subclasses write :meth:`status`.
+    """
+
+    spec: ClassVar[Spec]
     _timeout_s: ClassVar[float] = 60.0
+
+    @property
+    def _label(self) -> str:
+        return self.spec.label
 
     def check(self) -> None:
         """See :meth:`Scheduler.check`."""
-        for cmd in self._commands:
+        for cmd in self.spec.commands:
             if shutil.which(cmd) is None:
-                raise SchedulerUnavailable(
-                    f"{self._label}: {cmd} not found on PATH; is this a {self._label} machine?"
-                )
+                raise self._missing(cmd)
+
+    def submit(self, req: BatchRequest) -> str:
+        """Write the batch script into ``req.workdir``, submit it and return the native id from the table."""
+        validate(req)
+        self.check()
+        spec = self.spec
+        script = write_script(req, lambda stem: self._directives(req, stem), f"{self.name}:{spec.job_var}", ".sh")
+        argv = list(spec.submit)
+        if spec.prefix is None:
+            argv += [w for o in self._options(req, script.with_suffix("")) for w in o.split(" ", 1)]
+            argv += req.extra
+        stdin = script.read_text() if spec.stdin else None
+        if stdin is None:
+            argv.append(str(script))
+        out = self._run_ok(argv, stdin)
+        m = spec.job_id.search(out)
+        if m is None:
+            raise SchedulerError(f"{spec.label}: {argv[0]} printed no job id: {output_line(out)}")
+        return m.group(1)
+
+    @classmethod
+    def _options(cls, req: BatchRequest, stem: Path) -> list[str]:
+        """The table's options for ``req``, filled in (without ``extra``)."""
+        spec = cls.spec
+        fields = {
+            "name": safe_name(req.job_name),
+            "nodes": req.num_nodes,
+            "minutes": req.wall_time_min,
+            "hhmmss": hhmmss(req.wall_time_min),
+            "workdir": req.workdir,
+            "stem": stem,
+            "queue": req.queue,
+            "project": req.project,
+        }
+        templates = [*spec.options, *([spec.queue] if req.queue else []), *([spec.project] if req.project else [])]
+        return [t.format(**fields) for t in templates]
+
+    @classmethod
+    def _directives(cls, req: BatchRequest, stem: Path) -> list[str]:
+        """The script's directive lines (none for a scheduler that takes its options on the command line)."""
+        prefix = cls.spec.prefix
+        if prefix is None:
+            return []
+        return [f"{prefix} {d}" for d in (*cls._options(req, stem), *req.extra)]
+
+    def cancel(self, native_id: str) -> None:
+        """Run the table's cancel command; the scheduler saying the job already ended is fine."""
+        res = self._run([self.spec.cancel, native_id])
+        text = (res.stderr + res.stdout).lower()
+        if res.returncode != 0 and not any(g in text for g in self.spec.gone):
+            raise self._failed(f"{self.spec.cancel} {native_id}", res)
 
     def _run(self, argv: Sequence[str], stdin: str | None = None) -> _Result:
         """Run one scheduler command (the single seam to the outside world; tests replace it)."""
@@ -158,12 +276,10 @@ class BatchScheduler(Scheduler):
                 list(argv), input=stdin, capture_output=True, text=True, timeout=self._timeout_s
             )
         except FileNotFoundError:
-            raise SchedulerUnavailable(
-                f"{self._label}: {argv[0]} not found on PATH; is this a {self._label} machine?"
-            ) from None
+            raise self._missing(argv[0]) from None
         except subprocess.TimeoutExpired:
-            raise SchedulerError(
-                f"{self._label}: {argv[0]} did not answer in {self._timeout_s:.0f} s"
+            raise SchedulerUnavailable(
+                f"{self._label}: {argv[0]} did not answer in {self._timeout_s:.0f} s", transient=True
             ) from None
         return _Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -171,26 +287,36 @@ class BatchScheduler(Scheduler):
         """Run a command that must succeed; its stdout, or SchedulerError with its own text."""
         res = self._run(argv, stdin)
         if res.returncode != 0:
-            raise SchedulerError(f"{self._label}: {argv[0]} failed: {one_line(res.stderr or res.stdout)}")
+            raise self._failed(argv[0], res)
         return res.stdout
+
+    def _missing(self, cmd: str) -> SchedulerUnavailable:
+        return SchedulerUnavailable(f"{self._label}: {cmd} not found on PATH; is this a {self._label} machine?")
+
+    def _failed(self, what: str, res: _Result) -> SchedulerError:
+        """The error for a command that exited non-zero: SchedulerUnavailable (transient) if the server is down."""
+        said = output_line(res.stderr or res.stdout)
+        message = f"{self._label}: {what} failed: {said}"
+        if _DOWN.search(said):
+            return SchedulerUnavailable(message, transient=True)
+        return SchedulerError(message)
 
     def _unknown_all(self, native_ids: Sequence[str], why: str) -> dict[str, BatchStatus]:
         log.warning("%s: status query failed: %s", self._label, why)
         return {i: BatchStatus(i, BatchState.UNKNOWN, why) for i in native_ids}
 
-    def _map_state(self, table: Mapping[str, BatchState], code: str, native_id: str) -> BatchState:
-        """Look a native state code up; an unknown code is UNKNOWN plus a warning, never a crash."""
-        state = table.get(code)
+    def _map_state(self, code: str, native_id: str) -> BatchState:
+        """Look a native state code up in the table; an unknown code is UNKNOWN plus a warning, never a crash."""
+        state = self.spec.states.get(code)
         if state is None:
             log.warning("%s job %s: unrecognized state %r, reporting UNKNOWN", self._label, native_id, code)
             return BatchState.UNKNOWN
         return state
 
 
-def one_line(text: str) -> str:
-    """Collapse a command's output into one line for an error message."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return "; ".join(lines) if lines else "(no output)"
+def output_line(text: str) -> str:
+    """A command's output as one line for a message: its non-empty lines joined by ``;``, cut by :func:`one_line`."""
+    return one_line("; ".join(ln.strip() for ln in text.splitlines() if ln.strip())) or "(no output)"
 
 
 def write_script(
@@ -214,28 +340,28 @@ def write_script(
 
 
 def script_text(req: BatchRequest, directives: Sequence[str], batch_job_var: str) -> str:
-    """The batch script: directives, env exports, then ``exec`` of the launcher argv."""
+    """The batch script: directives, env exports, then ``exec`` of the launcher argv (``req`` validated)."""
     lines = ["#!/bin/bash", *directives, "", f"cd {shlex.quote(str(req.workdir))}"]
-    for key, value in req.env.items():
-        if not _ENV_NAME.match(key):
-            raise SchedulerError(f"invalid environment variable name in batch request: {key!r}")
-        lines.append(f"export {key}={shlex.quote(value)}")
+    lines += [f"export {key}={shlex.quote(value)}" for key, value in req.env.items()]
     lines.append(f'export SLUICE_BATCH_JOB="{batch_job_var}"')
     lines.append(f"exec {shlex.join(req.command)}")
     return "\n".join(lines) + "\n"
 
 
 def validate(req: BatchRequest) -> None:
-    """Reject requests no scheduler can honour, with one clear line."""
+    """Reject requests no scheduler can honour with :class:`BadBatchRequest`, one clear line."""
     if req.num_nodes < 1:
-        raise SchedulerError(f"batch request needs at least 1 node, got {req.num_nodes}")
+        raise BadBatchRequest(f"batch request needs at least 1 node, got {req.num_nodes}")
     if req.wall_time_min < 1:
-        raise SchedulerError(f"batch request needs a wall time of at least 1 minute, got {req.wall_time_min}")
+        raise BadBatchRequest(f"batch request needs a wall time of at least 1 minute, got {req.wall_time_min}")
     if not req.command:
-        raise SchedulerError("batch request has an empty command")
+        raise BadBatchRequest("batch request has an empty command")
+    for key in req.env:
+        if not _ENV_NAME.match(key):
+            raise BadBatchRequest(f"invalid environment variable name in batch request: {key!r}")
     for text in (req.queue or "", req.project or "", req.job_name, *req.extra):
         if "\n" in text or "\r" in text:
-            raise SchedulerError(f"batch request field contains a line break: {text!r}")
+            raise BadBatchRequest(f"batch request field contains a line break: {text!r}")
 
 
 def hhmmss(minutes: int) -> str:

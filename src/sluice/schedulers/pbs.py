@@ -11,23 +11,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
-from sluice.schedulers.base import (
-    BatchRequest,
-    BatchScheduler,
-    BatchState,
-    BatchStatus,
-    SchedulerError,
-    hhmmss,
-    one_line,
-    safe_name,
-    validate,
-    write_script,
-)
+from sluice.schedulers.base import BatchScheduler, BatchState, BatchStatus, Spec, output_line
 
-_GONE = ("unknown job id", "job has finished")
 _KILL_WALLTIME = -29  # JOB_EXEC_KILL_WALLTIME in PBS Pro's job.h
 _KILLED_BY_QDEL = 265  # 256 + SIGKILL: what a qdel'd job reports (psij observes the same)
 
@@ -36,49 +23,40 @@ class PBSScheduler(BatchScheduler):
     """Launcher batch jobs on PBS Pro; ``queue`` is ``-q``, ``project`` is ``-A``."""
 
     name: ClassVar[str] = "pbs"
-    _label: ClassVar[str] = "PBS"
-    _commands: ClassVar[tuple[str, ...]] = ("qsub", "qstat", "qdel")
-
-    _STATE_MAP: ClassVar[dict[str, BatchState]] = {
-        "Q": BatchState.QUEUED,
-        "H": BatchState.QUEUED,
-        "W": BatchState.QUEUED,
-        "T": BatchState.QUEUED,
-        "M": BatchState.QUEUED,
-        "B": BatchState.RUNNING,
-        "R": BatchState.RUNNING,
-        "E": BatchState.RUNNING,  # exiting: the final exit status is not there yet
-        "S": BatchState.RUNNING,
-        "U": BatchState.RUNNING,
-        "F": BatchState.FINISHED,  # refined by Exit_status below
-        "X": BatchState.FINISHED,
-    }
-
-    def submit(self, req: BatchRequest) -> str:
-        """Write a ``#PBS`` script into the workdir and ``qsub`` it; return the full id (``123.server``)."""
-        validate(req)
-        self.check()
-        script = write_script(req, lambda stem: self._directives(req, stem), "pbs:${PBS_JOBID}", ".sh")
-        out = self._run_ok(["qsub", str(script)]).strip()
-        if not re.match(r"^\d+(\[\d*\])?(\.\S+)?$", out):
-            raise SchedulerError(f"PBS: qsub printed no job id: {one_line(out)}")
-        return out
-
-    @staticmethod
-    def _directives(req: BatchRequest, stem: Path) -> list[str]:
-        lines = [
-            f"-N {safe_name(req.job_name)}",
-            f"-l select={req.num_nodes}",
+    spec: ClassVar[Spec] = Spec(
+        label="PBS",
+        commands=("qsub", "qstat", "qdel"),
+        prefix="#PBS",
+        options=(
+            "-N {name}",
+            "-l select={nodes}",
             "-l place=scatter:excl",  # one chunk per node, nodes not shared: the launcher packs them
-            f"-l walltime={hhmmss(req.wall_time_min)}",
-            f"-o {stem}.out",
-            f"-e {stem}.err",
-        ]
-        if req.queue:
-            lines.append(f"-q {req.queue}")
-        if req.project:
-            lines.append(f"-A {req.project}")
-        return [f"#PBS {d}" for d in (*lines, *req.extra)]
+            "-l walltime={hhmmss}",
+            "-o {stem}.out",
+            "-e {stem}.err",
+        ),
+        queue="-q {queue}",
+        project="-A {project}",
+        submit=("qsub",),
+        job_id=re.compile(r"\A\s*(\d+(?:\[\d*\])?(?:\.\S+)?)\s*\Z"),  # the full id: 123.server
+        job_var="${PBS_JOBID}",
+        states={
+            "Q": BatchState.QUEUED,
+            "H": BatchState.QUEUED,
+            "W": BatchState.QUEUED,
+            "T": BatchState.QUEUED,
+            "M": BatchState.QUEUED,
+            "B": BatchState.RUNNING,
+            "R": BatchState.RUNNING,
+            "E": BatchState.RUNNING,  # exiting: the final exit status is not there yet
+            "S": BatchState.RUNNING,
+            "U": BatchState.RUNNING,
+            "F": BatchState.FINISHED,  # refined by Exit_status below
+            "X": BatchState.FINISHED,
+        },
+        cancel="qdel",
+        gone=("unknown job id", "job has finished"),
+    )
 
     def status(self, native_ids: Sequence[str]) -> dict[str, BatchStatus]:
         """See :meth:`Scheduler.status`."""
@@ -88,16 +66,16 @@ class PBSScheduler(BatchScheduler):
         try:
             jobs = json.loads(res.stdout).get("Jobs", {}) if res.stdout.strip() else {}
         except ValueError:
-            return self._unknown_all(native_ids, f"qstat printed no JSON: {one_line(res.stdout)[:200]}")
+            return self._unknown_all(native_ids, f"qstat printed no JSON: {output_line(res.stdout)[:200]}")
         if res.returncode != 0 and not jobs and "unknown job id" not in res.stderr.lower():
-            return self._unknown_all(native_ids, f"qstat failed: {one_line(res.stderr)}")
+            return self._unknown_all(native_ids, f"qstat failed: {output_line(res.stderr)}")
         return {i: self._one(i, jobs) for i in native_ids}
 
     def _one(self, native_id: str, jobs: dict[str, Any]) -> BatchStatus:
         info = jobs.get(native_id) or _by_number(native_id, jobs)
         if info is None:
             return BatchStatus(native_id, BatchState.FINISHED, "no longer known to PBS")
-        state = self._map_state(self._STATE_MAP, str(info.get("job_state")), native_id)
+        state = self._map_state(str(info.get("job_state")), native_id)
         comment = str(info.get("comment", ""))
         if state is not BatchState.FINISHED:
             return BatchStatus(native_id, state, comment)
@@ -110,13 +88,6 @@ class PBSScheduler(BatchScheduler):
             return BatchStatus(native_id, BatchState.CANCELLED, comment, -9)
         code = -(raw - 256) if raw > 256 else raw  # > 256: killed by signal (raw - 256)
         return BatchStatus(native_id, BatchState.FINISHED if raw == 0 else BatchState.FAILED, comment, code)
-
-    def cancel(self, native_id: str) -> None:
-        """``qdel`` the job; PBS saying it is unknown or finished is fine."""
-        res = self._run(["qdel", native_id])
-        text = (res.stderr + res.stdout).lower()
-        if res.returncode != 0 and not any(g in text for g in _GONE):
-            raise SchedulerError(f"PBS: qdel {native_id} failed: {one_line(res.stderr or res.stdout)}")
 
 
 def _by_number(native_id: str, jobs: dict[str, Any]) -> Any:
