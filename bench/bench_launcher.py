@@ -4,7 +4,7 @@
 Each trial: a fresh workspace with N jobs of app `/bin/true` (each job gets its own working directory and
 stdout/stderr files, made by the launcher), then `Launcher(ws, Options(idle_timeout=1, status=False)).run()`
 in serial mode on the local machine (capacity = cores). Rate = N / (wall time of run()). The ceiling
-(`../shared/bench/spawn_ceiling.py`: bare posix_spawn loop, CONC at once) is measured in the same run,
+(`bench/spawn_ceiling.py`: bare posix_spawn loop, CONC at once) is measured in the same run,
 interleaved: ceiling, launcher, ceiling, ..., and the ratio uses the median ceiling.
 
 Also, in the same run:

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from spawn_ceiling import ceiling  # noqa: E402
