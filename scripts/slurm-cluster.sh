@@ -5,6 +5,7 @@
 #   scripts/slurm-cluster.sh stop
 #   scripts/slurm-cluster.sh status
 #
+# With no subcommand (nothing, or options first) it starts: `slurm-cluster.sh --nodes 4` is `start --nodes 4`.
 # start   installs what is missing (Slurm, munge, MPICH, Open MPI, PMIx) with apt-get, writes
 #         /etc/slurm/slurm.conf, starts munged (unless one already answers), slurmctld and one slurmd per node
 #         (`slurmd -N nK`, ports 6821..), and waits until every node is usable. Idempotent: run again with the
@@ -351,10 +352,10 @@ usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"
 
 case "${1:-}" in
   -h|--help|help) usage; exit 0 ;;
-  start|stop|status) ;;
-  *) usage >&2; exit 2 ;;
+  start|stop|status) sub=$1; shift ;;
+  ""|--*) sub=start ;;
+  *) echo "$PROG: unknown subcommand '$1' (start, stop or status; --help)" >&2; exit 2 ;;
 esac
-sub=$1; shift
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 mkdir -p "$RUN" "$LOGS"
 # fd 9 holds the lock while we run; launch() closes it for every daemon, or they would hold it for ever

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Start what the test suite needs, idempotently: PostgreSQL and MariaDB (normally already running on these
-# machines), a 4-node Slurm cluster with MPICH and Open MPI (../shared/ci/start-slurm.sh), MPICH headers.
+# machines), and a 4-node Slurm cluster with MPICH, its headers and Open MPI (scripts/slurm-cluster.sh, which
+# installs Slurm, munge and the MPI packages with apt-get when they are missing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-shared=${SLUICE_SHARED:-$root/../shared}
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "test-services: starting PostgreSQL"
@@ -15,11 +15,5 @@ if ! mariadb-admin -h 127.0.0.1 -uroot ping >/dev/null 2>&1; then
   for _ in $(seq 1 60); do mariadb-admin -h 127.0.0.1 -uroot ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
-bash "$shared/ci/start-slurm.sh" --nodes 4
-
-if ! command -v mpicc.mpich >/dev/null || [ ! -e /usr/include/x86_64-linux-gnu/mpich/mpi.h ] && ! ls /usr/include/*/mpich/mpi.h >/dev/null 2>&1; then
-  echo "test-services: installing MPICH headers (libmpich-dev)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libmpich-dev >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libmpich-dev >/dev/null; }
-fi
+bash "$root/scripts/slurm-cluster.sh" start --nodes 4
 echo "test-services: PostgreSQL, MariaDB, Slurm (4 nodes) and MPICH are ready"

@@ -24,9 +24,8 @@ PG_ADMIN = os.environ.get("SLUICE_TEST_PG", "postgresql+psycopg://postgres@127.0
 MY_ADMIN = os.environ.get("SLUICE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
 BACKENDS = os.environ.get("SLUICE_TEST_BACKENDS", "sqlite,postgresql,mysql").split(",")
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SLUICE_SHARED", REPO.parent / "shared"))
-"""The project's shared/ folder (beside the clone, on CI too): Slurm scripts and the spawn-ceiling bench."""
-START_SLURM = SHARED / "ci" / "start-slurm.sh"
+START_SLURM = REPO / "scripts" / "slurm-cluster.sh"
+"""The project's own Slurm cluster script: `start [--nodes N] ...` (also the default), `stop`, `status`."""
 
 
 @pytest.fixture(scope="session")
@@ -34,11 +33,10 @@ def slurm_cluster() -> None:
     """A 4-node Slurm cluster on this host (idempotent start; each xdist worker may call it)."""
     import subprocess
 
-    if not START_SLURM.exists():
-        pytest.skip(f"{START_SLURM} is absent: no local Slurm cluster to test against")
-    proc = subprocess.run(["bash", str(START_SLURM), "--nodes", "4"], capture_output=True, text=True)
+    proc = subprocess.run(["bash", str(START_SLURM), "start", "--nodes", "4"], capture_output=True, text=True,
+                          timeout=600)
     if proc.returncode != 0:
-        pytest.fail(f"start-slurm.sh failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        pytest.fail(f"slurm-cluster.sh start failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
 
 
 def _server_db(admin_url: str, kind: str) -> Iterator[str]:

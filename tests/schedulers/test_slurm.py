@@ -1,4 +1,4 @@
-"""Slurm, for real: a 4-node cluster started by ../shared/ci/start-slurm.sh (no mocks)."""
+"""Slurm, for real: a 4-node cluster started by scripts/slurm-cluster.sh (no mocks)."""
 
 from __future__ import annotations
 
