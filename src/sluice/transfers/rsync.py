@@ -5,25 +5,39 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
-from sluice.transfers import TransferError
+from sluice.errors import one_line
+from sluice.transfers.base import SyncTransfer, TransferError
+
+_TIMEOUT_S = 3600
+# rsync's exit codes for connection and partial-transfer errors (and ssh's 255): worth a retry
+_TRANSIENT = (10, 11, 12, 23, 30, 35, 255)
 
 
 def _run(argv: list[str]) -> None:
     if shutil.which("rsync") is None:
         raise TransferError("rsync not found on PATH; install rsync or stage with local paths")
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise TransferError(f"rsync did not finish in {_TIMEOUT_S} s", transient=True) from None
     if p.returncode != 0:
-        # rsync's 10-12, 23, 30, 35 are connection / partial-transfer errors: worth a retry
-        raise TransferError(f"rsync failed ({p.returncode}): {p.stderr.strip()[:300]}",
-                            transient=p.returncode in (10, 11, 12, 23, 30, 35, 255))
+        raise TransferError(f"rsync failed ({p.returncode}): {one_line(p.stderr) or '(no output)'}",
+                            transient=p.returncode in _TRANSIENT)
 
 
-def copy(src: str, dest: Path) -> list[Path]:
-    _run(["rsync", "-a", "--", src, str(dest)])
-    return [dest]
+class RsyncTransfer(SyncTransfer):
+    """``rsync -a`` to or from a remote host."""
 
+    scheme: ClassVar[str] = "rsync"
 
-def put(src: Path, dest: str) -> list[Path]:
-    _run(["rsync", "-a", "--", str(src), dest])
-    return [src]
+    def copy(self, src: str, dest: Path, *, link: bool = False) -> list[Path]:
+        """See :meth:`Transfer.copy`; ``link`` is ignored (a remote file cannot be linked to)."""
+        _run(["rsync", "-a", "--", src, str(dest)])
+        return [dest]
+
+    def put(self, src: Path, dest: str) -> list[Path]:
+        """See :meth:`Transfer.put`."""
+        _run(["rsync", "-a", "--", str(src), dest])
+        return [src]
