@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from sluice import db  # noqa: E402
 from sluice.api import Workspace  # noqa: E402
+from sluice.store import db  # noqa: E402
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MARIA = "mysql+pymysql://root@127.0.0.1:3306/test"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from _common import ROOT, add_db_arg, backend_name, load, median, workspace
 
-from sluice import db
 from sluice.api import EVENT_INSERT_COLUMNS, JOB_INSERT_COLUMNS
+from sluice.store import db
 
 
 def job_specs(n: int) -> list[dict]:

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from sluice import db
 from sluice.api import Workspace
-from sluice.models import metadata
+from sluice.store import db
+from sluice.store.models import metadata
 
 PG_ADMIN = os.environ.get("SLUICE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MY_ADMIN = os.environ.get("SLUICE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")

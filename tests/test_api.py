@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from sluice import db
 from sluice.api import Workspace
-from sluice.errors import IllegalTransition, UserError, WorkspaceNotFound
+from sluice.errors import DatabaseError, IllegalTransition, UserError, WorkspaceNotFound
 from sluice.states import S
+from sluice.store import db
 
 
 @pytest.fixture
@@ -52,15 +52,15 @@ def test_child_waits_then_is_released_when_all_parents_finish(sim: Workspace) ->
 
 def finish(ws: Workspace, jid: int) -> None:
     for st in (S.RUNNING, S.RUN_DONE, S.POSTPROCESSED, S.JOB_FINISHED):
-        ws.set_state(jid, st)
+        ws.set_state(jid, st, by_launcher=True)
 
 
 def test_children_of_a_failed_parent_fail_and_say_why(sim: Workspace) -> None:
     p = add(sim, "p")
     c = add(sim, "c", parents=[p])
     g = add(sim, "g", parents=[c])
-    sim.set_state(p, S.RUNNING)
-    sim.set_state(p, S.RUN_ERROR)
+    sim.set_state(p, S.RUNNING, by_launcher=True)
+    sim.set_state(p, S.RUN_ERROR, by_launcher=True)
     sim.set_state(p, S.FAILED)
     assert sim.job(c).state == S.FAILED and f"parent {p} ended FAILED" in (sim.job(c).state_message or "")
     assert sim.job(g).state == S.FAILED and f"parent {c}" in (sim.job(g).state_message or "")
@@ -167,8 +167,8 @@ def test_set_state_only_through_legal_transitions(sim: Workspace) -> None:
 
 def test_retries_count_and_are_bounded_by_the_caller(sim: Workspace) -> None:
     j = add(sim, "a", max_retries=1)
-    sim.set_state(j, S.RUNNING)
-    sim.set_state(j, S.RUN_TIMEOUT)
+    sim.set_state(j, S.RUNNING, by_launcher=True)
+    sim.set_state(j, S.RUN_TIMEOUT, by_launcher=True)
     sim.set_state(j, S.RESTART_READY)
     assert sim.job(j).retry_count == 1
 
@@ -189,7 +189,7 @@ def test_kill_recursive_and_children_of_killed_fail(sim: Workspace) -> None:
 def test_remove_refuses_running_jobs_and_releases_children(sim: Workspace) -> None:
     a, b = add(sim, "a"), add(sim, "b")
     c = add(sim, "c", parents=[a])
-    sim.set_state(b, S.RUNNING)
+    sim.set_state(b, S.RUNNING, by_launcher=True)
     with pytest.raises(UserError, match="RUNNING"):
         sim.remove([a, b])
     assert sim.count() == 3
@@ -213,9 +213,9 @@ def test_parent_given_to_a_ready_job_makes_it_wait(sim: Workspace) -> None:
     a, b = add(sim, "a"), add(sim, "b")
     sim.add_dependency(a, b)
     assert sim.job(b).state == S.AWAITING_PARENTS
-    sim.set_state(b, S.RUNNING) if False else None
+    sim.set_state(b, S.RUNNING, by_launcher=True) if False else None
     r = add(sim, "r")
-    sim.set_state(r, S.RUNNING)
+    sim.set_state(r, S.RUNNING, by_launcher=True)
     with pytest.raises(UserError, match="too late"):
         sim.add_dependency(a, r)
 
@@ -248,7 +248,7 @@ def test_out_of_date_schema_is_detected_and_upgrade_fixes_it(sqlite_ws: Workspac
 def test_unreachable_database_is_one_line_without_password(tmp_path: object) -> None:
     from pathlib import Path
 
-    with pytest.raises(UserError) as e:
+    with pytest.raises(DatabaseError) as e:
         Workspace.create(Path(str(tmp_path)) / "w", db_url="postgresql+psycopg://postgres:secret@127.0.0.1:1/x")
     assert "secret" not in str(e.value) and "\n" not in str(e.value)
     assert not (Path(str(tmp_path)) / "w").exists()
@@ -272,3 +272,60 @@ def test_migrations_create_exactly_the_tables_of_models(sqlite_ws: Workspace) ->
     with sqlite_ws.engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.check(cfg)  # raises if models.py and the migrations disagree
+
+
+def test_a_user_cannot_put_a_job_in_a_state_only_a_launcher_sets(sim: Workspace) -> None:
+    """RUNNING set by hand had no launcher behind it: the job stayed RUNNING forever."""
+    j = add(sim, "a")
+    for st in ("RUNNING", "RUN_DONE", "POSTPROCESSED"):
+        with pytest.raises(UserError, match=f"only a launcher sets {st}"):
+            sim.modify(j, state=st)
+        with pytest.raises(UserError, match="only a launcher"):
+            sim.set_state(j, st)
+    assert sim.job(j).state == S.PREPROCESSED
+    assert [e.to_state for e in sim.history(j)][-1] == S.PREPROCESSED
+
+
+def test_events_of_one_batch_never_go_back_in_time(sim: Workspace) -> None:
+    """A step folded into the next change of the same batch was stamped after the step that follows it."""
+    from sluice.api.transitions import write_changes
+    from sluice.states import Change
+
+    sim.add_app("pre", "true", preprocess="true")
+    j = sim.add_job("staged", app="pre").id
+    assert sim.job(j).state == S.STAGED_IN  # waiting for its preprocess
+    sim.set_state(j, "FAILED")
+    sim.set_state(j, "READY")
+    write_changes(sim, [Change(j, S.READY, S.STAGED_IN), Change(j, S.STAGED_IN, S.PREPROCESSED, "done")], "test")
+    stamps = [(e.to_state, e.timestamp) for e in sim.history(j)]
+    assert [s for s, _ in stamps][-2:] == [S.STAGED_IN, S.PREPROCESSED]
+    times = [t for _, t in stamps]
+    assert times == sorted(times), stamps
+
+
+@pytest.mark.parametrize("name", ["my app", "a;rm", "$(x)", "-dash", "a/b", "", "é"])
+def test_app_names_are_identifiers(sim: Workspace, name: str) -> None:
+    with pytest.raises(UserError, match="bad app name"):
+        sim.add_app(name, "true")
+    assert name not in {a.name for a in sim.apps()}
+
+
+def test_app_names_may_use_letters_digits_dots_dashes_underscores(sim: Workspace) -> None:
+    assert sim.add_app("Gen_v2.1-mpi", "true").name == "Gen_v2.1-mpi"
+
+
+@pytest.mark.parametrize("wall", ["1:75:00", "0:10:60", "1-00:61"])
+def test_clock_wall_times_keep_minutes_and_seconds_under_60(sim: Workspace, wall: str) -> None:
+    with pytest.raises(UserError, match="go up to 59"):
+        add(sim, "w", wall_time_min=wall)
+    assert sim.count() == 0
+
+
+def test_unknown_batch_state_counts_as_active(sim: Workspace) -> None:
+    """The service and the API once disagreed: the API left `unknown` batch jobs out of the active ones."""
+    from sluice.api import batch
+
+    bid = batch.add(sim, scheduler="slurm", num_nodes=1, wall_time_min=10, queue=None, project=None,
+                    job_mode="serial")
+    batch.change(sim, [(bid, {"state": "unknown", "native_id": "42"})])
+    assert [b["id"] for b in sim.batch_jobs(active_only=True)] == [bid]

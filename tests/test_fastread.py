@@ -6,9 +6,10 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from sluice import config, fastread
+from sluice import config
 from sluice.api import Workspace
 from sluice.states import S, State
+from sluice.store import fastread
 
 
 def test_state_names_match_the_state_machine() -> None:
@@ -18,7 +19,7 @@ def test_state_names_match_the_state_machine() -> None:
 def test_summary_and_listing_match_the_api(ws: Workspace) -> None:
     ws.add_app("a", "/bin/true")
     ws.add_jobs([{"name": f"j{i}", "app": "a", "workflow": "w1" if i % 2 else "w2"} for i in range(7)])
-    ws.set_state(ws.ids()[0], S.RUNNING)
+    ws.set_state(ws.ids()[0], S.RUNNING, by_launcher=True)
     conn = fastread.connect(str(ws.path))
     if ws.engine.dialect.name == "mysql":
         assert conn is None  # MariaDB takes the normal path

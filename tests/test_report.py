@@ -15,11 +15,11 @@ def test_report_counts_throughput_utilization_and_errors(sqlite_ws: Workspace) -
     ws.add_app("a", "/bin/true")
     ids = ws.add_jobs([{"name": f"j{i}", "app": "a", "max_retries": 0} for i in range(3)])
     for j in ids:
-        ws.set_state(j, S.RUNNING)  # three running at once
+        ws.set_state(j, S.RUNNING, by_launcher=True)  # three running at once
     for j in ids[:2]:
         for st in (S.RUN_DONE, S.POSTPROCESSED, S.JOB_FINISHED):
-            ws.set_state(j, st)
-    ws.set_state(ids[2], S.RUN_ERROR, "exit code 3")
+            ws.set_state(j, st, by_launcher=True)
+    ws.set_state(ids[2], S.RUN_ERROR, "exit code 3", by_launcher=True)
     ws.set_state(ids[2], S.FAILED)
     r = build(ws, bins=4)
     assert (r.finished, r.failed, r.runs, r.peak_running) == (2, 1, 3, 3)

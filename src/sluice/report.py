@@ -10,10 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from sluice.api import Workspace
-from sluice.models import events, jobs
 from sluice.states import S
 
 
@@ -36,13 +33,7 @@ class Report:
 
 def build(ws: Workspace, *, workflow: str | None = None, bins: int = 20) -> Report:
     """Throughput (jobs finished over time), utilization (jobs running over time) and the error messages."""
-    q = select(events.c.job_id, events.c.from_state, events.c.to_state, events.c.timestamp, events.c.message)
-    if workflow is not None:
-        q = q.join(jobs, jobs.c.id == events.c.job_id).where(jobs.c.workflow == workflow)
-    q = q.where((events.c.to_state.in_([S.RUNNING, S.JOB_FINISHED, S.FAILED, S.RUN_ERROR, S.RUN_TIMEOUT]))
-                | (events.c.from_state == S.RUNNING)).order_by(events.c.timestamp)
-    with ws.read() as conn:
-        rows = conn.execute(q).all()
+    rows = ws.run_events(workflow=workflow)
     if not rows:
         return Report(0.0, 0.0, 0, 0, 0, 0, 0.0, 0.0)
     t0, t1 = rows[0].timestamp, rows[-1].timestamp

@@ -9,6 +9,7 @@ and never stop the service (Balsam users found them only in a log).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import math
@@ -23,21 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, insert, select, update
-
-from sluice import db
-from sluice.api import Workspace
+from sluice import environ
+from sluice.api import Workspace, batch, sessions
+from sluice.api.batch import ACTIVE, WAITING
 from sluice.config import QueuePolicy
-from sluice.errors import UserError
-from sluice.launcher import sessions
-from sluice.models import batch_jobs, jobs, launcher_sessions
+from sluice.errors import Fault, UserError, one_line
 from sluice.schedulers import BatchRequest, BatchState, Scheduler, SchedulerError, get_scheduler
-from sluice.states import PROCESSABLE, RUNNABLE
 
 log = logging.getLogger("sluice.service")
 
-WAITING = ("submitting", "queued")
-ACTIVE = ("submitting", "queued", "running", "unknown")
 DEFAULT_POLICY = QueuePolicy(name="default", max_queued=5, max_running=5, max_nodes=16, min_wall_min=10,
                              max_wall_min=60)
 
@@ -69,15 +64,12 @@ def submit(ws: Workspace, sched: Scheduler, *, nodes: int, wall_time_min: float,
     if job_mode not in ("serial", "mpi"):
         raise UserError(f"job mode must be serial or mpi, got {job_mode!r}")
     wall = max(1, math.ceil(wall_time_min))
-    with db.write(ws.engine) as conn:
-        bid = int(conn.execute(insert(batch_jobs).values(
-            scheduler=sched.name, native_id=None, queue=queue, project=project, num_nodes=nodes,
-            wall_time_min=wall, job_mode=job_mode, state="submitting", message=None, filters=None,
-            workdir=None, submitted_at=time.time())).inserted_primary_key[0])  # type: ignore[index]
+    bid = batch.add(ws, scheduler=sched.name, num_nodes=nodes, wall_time_min=wall, queue=queue, project=project,
+                    job_mode=job_mode)
     workdir = ws.config.logs_dir / "batch" / str(bid)
-    env = {"SLUICE_WORKSPACE": str(ws.path), "SLUICE_BATCH_ID": str(bid)}
+    env = {environ.WORKSPACE: str(ws.path), environ.BATCH_ID: str(bid)}
     if queue:
-        env["SLUICE_QUEUE"] = queue
+        env[environ.QUEUE] = queue
     req = BatchRequest(command=launcher_command(ws, job_mode, idle_timeout), num_nodes=nodes, wall_time_min=wall,
                        workdir=workdir, queue=queue, project=project, job_name=f"sluice-{bid}", env=env,
                        extra=list(extra))
@@ -85,26 +77,26 @@ def submit(ws: Workspace, sched: Scheduler, *, nodes: int, wall_time_min: float,
         native = sched.submit(req)
         values: dict[str, Any] = {"native_id": native, "state": "queued", "workdir": str(workdir)}
     except (SchedulerError, OSError) as e:
-        values = {"state": "submit_failed", "message": str(e).splitlines()[0][:500], "ended_at": time.time(),
+        values = {"state": "submit_failed", "message": one_line(e, 500), "ended_at": time.time(),
                   "workdir": str(workdir)}
-    with db.write(ws.engine) as conn:
-        conn.execute(update(batch_jobs).where(batch_jobs.c.id == bid).values(**values))
-        return dict(conn.execute(select(batch_jobs).where(batch_jobs.c.id == bid)).one()._mapping)
+    batch.change(ws, [(bid, values)])
+    row = batch.get(ws, bid)
+    assert row is not None
+    return row
 
 
 def cancel(ws: Workspace, sched: Scheduler, batch_id: int, why: str = "cancelled by user") -> dict[str, Any]:
-    with db.read(ws.engine) as conn:
-        row = conn.execute(select(batch_jobs).where(batch_jobs.c.id == batch_id)).first()
+    row = batch.get(ws, batch_id)
     if row is None:
         raise UserError(f"no batch job {batch_id}; see `sluice queue ls`")
-    if row.state not in ACTIVE:
-        raise UserError(f"batch job {batch_id} already ended ({row.state})")
-    if row.native_id:
-        sched.cancel(row.native_id)
-    with db.write(ws.engine) as conn:
-        conn.execute(update(batch_jobs).where(batch_jobs.c.id == batch_id)
-                     .values(state="cancelled", message=why, ended_at=time.time()))
-        return dict(conn.execute(select(batch_jobs).where(batch_jobs.c.id == batch_id)).one()._mapping)
+    if row["state"] not in ACTIVE:
+        raise UserError(f"batch job {batch_id} already ended ({row['state']})")
+    if row["native_id"]:
+        sched.cancel(row["native_id"])
+    batch.change(ws, [(batch_id, {"state": "cancelled", "message": why, "ended_at": time.time()})])
+    got = batch.get(ws, batch_id)
+    assert got is not None
+    return got
 
 
 @dataclass
@@ -149,58 +141,40 @@ class Service:
         return p
 
     def _sync(self) -> int:
-        with db.read(self.ws.engine) as conn:
-            rows = conn.execute(select(batch_jobs.c.id, batch_jobs.c.native_id, batch_jobs.c.state,
-                                       batch_jobs.c.started_at)
-                                .where(batch_jobs.c.state.in_(ACTIVE), batch_jobs.c.native_id.is_not(None))).all()
+        rows = batch.listing(self.ws, active_only=True, submitted_only=True)
         if not rows:
             return 0
-        statuses = self.sched.status([r.native_id for r in rows])
+        statuses = self.sched.status([r["native_id"] for r in rows])
         now = time.time()
-        with db.write(self.ws.engine) as conn:
-            for r in rows:
-                st = statuses.get(r.native_id)
-                if st is None or st.state == BatchState.UNKNOWN:
-                    continue
-                values: dict[str, Any] = {"state": st.state.value}
-                if st.message:
-                    values["message"] = st.message[:500]
-                if st.state == BatchState.RUNNING and r.started_at is None:
-                    values["started_at"] = now
-                if st.state.is_terminal:
-                    values["ended_at"] = now
-                if values["state"] != r.state or "message" in values:
-                    conn.execute(update(batch_jobs).where(batch_jobs.c.id == r.id).values(**values))
+        updates = []
+        for r in rows:
+            st = statuses.get(r["native_id"])
+            if st is None or st.state == BatchState.UNKNOWN:
+                continue
+            values: dict[str, Any] = {"state": st.state.value}
+            if st.message:
+                values["message"] = st.message[:500]
+            if st.state == BatchState.RUNNING and r["started_at"] is None:
+                values["started_at"] = now
+            if st.state.is_terminal:
+                values["ended_at"] = now
+            if values["state"] != r["state"] or "message" in values:
+                updates.append((r["id"], values))
+        batch.change(self.ws, updates)
         return len(rows)
 
     def _recover(self) -> list[int]:
         """Sessions with a stale heartbeat, and sessions whose batch job has ended, lose their jobs."""
-        with db.write(self.ws.engine) as conn:
-            dead = sessions.recover(conn, stale_after=self.stale_after_s, actor="service",
-                                    workspace=str(self.ws.path))
-            ended = conn.execute(
-                select(launcher_sessions.c.id).join(batch_jobs, batch_jobs.c.id == launcher_sessions.c.batch_job_id)
-                .where(launcher_sessions.c.ended_at.is_(None),
-                       batch_jobs.c.state.in_(["finished", "failed", "timeout", "cancelled"]))).scalars().all()
-            if ended:
-                conn.execute(update(launcher_sessions).where(launcher_sessions.c.id.in_(ended))
-                             .values(ended_at=time.time()))
-                sessions.release_jobs(conn, list(ended), "service", reason="its batch job ended (session {sid})",
-                                      to_timeout=True)
-        return dead + list(ended)
+        dead = sessions.recover(self.ws, stale_after=self.stale_after_s, actor="service")
+        return dead + sessions.recover_ended_batch_jobs(self.ws, "service")
 
     def _work(self) -> dict[QueuePolicy, int]:
         """Nodes wanted per queue: runnable (and processable) jobs not yet held by a launcher."""
-        pols = policies(self.ws)
+        pols = self.policies()
         names = {p.name for p in pols}
-        q = (select(jobs.c.queue, jobs.c.num_nodes, jobs.c.ranks_per_node, jobs.c.threads_per_rank, func.count())
-             .where(jobs.c.state.in_(sorted(RUNNABLE | PROCESSABLE)), jobs.c.session_id.is_(None))
-             .group_by(jobs.c.queue, jobs.c.num_nodes, jobs.c.ranks_per_node, jobs.c.threads_per_rank))
-        with db.read(self.ws.engine) as conn:
-            rows = conn.execute(q).all()
         need: dict[QueuePolicy, float] = {p: 0.0 for p in pols}
         first = pols[0]
-        for queue, nodes, rpn, tpr, n in rows:
+        for queue, nodes, rpn, tpr, n in batch.work_shapes(self.ws):
             if queue is not None and queue not in names:
                 continue  # pinned to a queue this site policy does not feed
             pol = first if queue is None else next(p for p in pols if p.name == queue)
@@ -213,22 +187,31 @@ class Service:
                 need[pol] += n * nodes
         return {p: math.ceil(v) for p, v in need.items()}
 
+    def policies(self) -> list[QueuePolicy]:
+        """The queues fed. The local scheduler runs launchers on this machine, which is one node: one launcher
+        of one node at a time, whatever the queues say."""
+        pols = policies(self.ws)
+        if self.sched.name != "local":
+            return pols
+        return [dataclasses.replace(p, max_queued=1, max_running=0, min_nodes=1, max_nodes=1) for p in pols[:1]]
+
     def _feed(self, pol: QueuePolicy, need: int, p: Pass) -> None:
-        with db.read(self.ws.engine) as conn:
-            mine = conn.execute(select(batch_jobs).where(batch_jobs.c.state.in_(ACTIVE),
-                                                         _queue_is(pol))).all()
-        waiting = [b for b in mine if b.state in WAITING]
-        running = [b for b in mine if b.state not in WAITING]
-        supply = sum(b.num_nodes for b in mine)
+        if self.sched.name == "local":  # one machine: one launcher, whichever queue it was for
+            mine = batch.listing(self.ws, active_only=True)
+        else:
+            mine = batch.listing(self.ws, active_only=True, queue=_queue_name(pol))
+        waiting = [b for b in mine if b["state"] in WAITING]
+        running = [b for b in mine if b["state"] not in WAITING]
+        supply = sum(b["num_nodes"] for b in mine)
         now = time.time()
         if need == 0:
             for b in waiting:  # the work vanished while it waited: give the slot back
-                if b.native_id and now - (b.submitted_at or now) > self.vanished_after_s:
+                if b["native_id"] and now - (b["submitted_at"] or now) > self.vanished_after_s:
                     try:
-                        cancel(self.ws, self.sched, b.id, "no work left for it")
-                        p.cancelled.append(b.id)
+                        cancel(self.ws, self.sched, b["id"], "no work left for it")
+                        p.cancelled.append(b["id"])
                     except (SchedulerError, UserError) as e:
-                        log.warning("cancel of batch job %s failed: %s", b.id, e)
+                        log.warning("batch job %s: cancel failed: %s", b["id"], one_line(e))
             return
         short = need - supply
         n_wait, n_run = len(waiting), len(running)
@@ -247,9 +230,7 @@ class Service:
 
     def _wall(self, pol: QueuePolicy) -> float:
         """Long enough for the longest runnable job (plus a pad), within the queue's range."""
-        with db.read(self.ws.engine) as conn:
-            longest = conn.execute(select(func.max(jobs.c.wall_time_min))
-                                   .where(jobs.c.state.in_(sorted(RUNNABLE)), jobs.c.session_id.is_(None))).scalar()
+        longest = batch.longest_runnable(self.ws)
         want = (longest or pol.min_wall_min) + 5
         return float(max(pol.min_wall_min, min(pol.max_wall_min, want)))
 
@@ -265,10 +246,12 @@ class Service:
                     t0 = time.monotonic()
                     try:
                         self._log(self.run_once())
+                    except UserError:
+                        raise
                     except Exception as e:  # a database or scheduler hiccup: log it, try next pass
-                        if isinstance(e, UserError) and not isinstance(e, SchedulerError):
-                            raise
-                        log.warning("pass failed, will retry: %s", str(e).splitlines()[0][:300])
+                        if isinstance(e, Fault) and not e.transient:
+                            raise  # a full disk: retrying cannot help
+                        log.warning("pass failed, will retry: %s", one_line(e))
                     left = self.period - (time.monotonic() - t0)
                     end = time.monotonic() + max(0.0, left)
                     while self.stop_reason is None and time.monotonic() < end:
@@ -287,11 +270,6 @@ class Service:
 
 def _queue_name(pol: QueuePolicy) -> str | None:
     return None if pol is DEFAULT_POLICY else pol.name
-
-
-def _queue_is(pol: QueuePolicy) -> Any:
-    name = _queue_name(pol)
-    return batch_jobs.c.queue.is_(None) if name is None else batch_jobs.c.queue == name
 
 
 @contextmanager

@@ -1,27 +1,22 @@
-"""Job states, the one transition table, and `apply()`: the only code that writes `jobs.state`.
+"""Job states, the one transition table, and the decisions that follow a run: pure policy, no database.
 
-Every change is checked against TRANSITIONS and recorded as an event (job, from, to, time, actor, message).
-Steps with nothing to do are fast-forwarded in one write (`Change.via`), each step still an event.
+Every change is a `Change` checked against TRANSITIONS; `sluice.api.transitions.apply` is the only code that
+writes one (as the new state and one event per step). Steps with nothing to do are fast-forwarded in one write
+(`Change.via`), each step still an event. What happens after a run that failed, timed out or was cut short is
+decided here, once (`after_exit`, `after_failure`), and tested without processes or a database.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import socket
-import time
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, select
-
-from sluice import db
 from sluice.errors import IllegalTransition, UserError
-from sluice.models import job_parents, jobs
 
 
 class State(StrEnum):
@@ -152,82 +147,17 @@ def event_rows(c: Change, actor: str, now: float) -> list[dict[str, Any]]:
     return rows
 
 
-def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None, *,
-          strict: bool = True, lock: bool = True) -> list[Change]:
-    """Validate and write changes in the caller's transaction; return the changes that took effect.
-
-    Each job's current state is read (FOR UPDATE on servers) and must equal `from_state`: with strict, a
-    mismatch is an IllegalTransition; otherwise that change is skipped (someone else moved the job first, which
-    is normal for recovery races). Then follow-ups: children whose parents all finished become READY (and
-    fast-forward), children of FAILED or USER_KILLED parents fail with the reason.
-    """
-    if not changes:
-        return []
-    actor = actor or default_actor()
-    now = time.time()
-    for c in changes:
-        check_path(c.from_state, c.path())
-    current = states_of(conn, sorted({c.job_id for c in changes}), lock=lock)
-    done: list[Change] = []
-    for c in changes:
-        cur = current.get(c.job_id)
-        if cur == c.from_state:
-            done.append(c)
-            current[c.job_id] = c.to_state  # a second change of the same job in one batch chains
-        elif strict:
-            if cur is None:
-                raise UserError(f"job {c.job_id} does not exist")
-            raise IllegalTransition(f"job {c.job_id} is {cur}, not {c.from_state}; nothing was changed")
-    _write(conn, done, actor, now)
-    _follow_ups(conn, done, actor)
-    return done
+RETRY_POLICIES = ("retry", "fail")
+"""What an app does after an error or a timeout: retry (within the job's budget) or fail at once."""
+FREE = {"session_id": None}
+"""The fields a change sets when the launcher lets go of the job."""
+LAUNCHER_ONLY = frozenset({S.RUNNING, S.RUN_DONE, S.RUN_ERROR, S.RUN_TIMEOUT, S.STAGED_IN, S.PREPROCESSED,
+                           S.POSTPROCESSED})
+"""States that only the launcher and its transitions set: a user putting a job there would leave it stuck."""
 
 
-def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> None:
-    """One UPDATE per kind of change. A job changed twice in one batch (started, then finished) is merged
-    into one change through the intermediate states (one row write, every step still an event); changes that
-    cannot merge go in successive waves, so the later one is written last."""
-    merged = _merge(done)
-    waves: list[dict[tuple[Any, ...], list[int]]] = []
-    nth: dict[int, int] = {}
-    for c in merged:
-        k = nth.get(c.job_id, 0)
-        nth[c.job_id] = k + 1
-        if k == len(waves):
-            waves.append(defaultdict(list))
-        key = (c.to_state, c.message, _spends_retry(c), tuple(sorted(c.fields.items())))
-        waves[k][key].append(c.job_id)
-    for groups in waves:
-        _update(conn, groups, now)
-    rows = [(r["job_id"], r["from_state"], r["to_state"], r["timestamp"], r["actor"], r["message"],
-             None if r["data"] is None else json.dumps(r["data"]))
-            for c in merged for r in event_rows(c, actor, now)]
-    db.bulk_insert(conn, "events", EVENT_COLUMNS, rows)  # the driver's executemany: the launcher's hot path
-
-
-def _merge(done: Sequence[Change]) -> list[Change]:
-    """Fold a job's change that carries no message or data into the job's next change in the same batch."""
-    if len({c.job_id for c in done}) == len(done):
-        return list(done)  # one change per job: nothing to fold (big user batches)
-    last: dict[int, int] = {}
-    out: list[Change | None] = []
-    for c in done:
-        i = last.get(c.job_id)
-        prev = out[i] if i is not None else None
-        if prev is not None and prev.message is None and prev.data is None and prev.to_state == c.from_state:
-            t_prev = prev.at if prev.at is not None else time.time()
-            c = Change(c.job_id, prev.from_state, c.to_state, c.message, c.data,
-                       via=(*prev.via, prev.to_state, *c.via), at=c.at,
-                       via_at=(*(prev.via_at or (t_prev,) * len(prev.via)), t_prev,
-                               *(c.via_at or ((c.at if c.at is not None else time.time()),) * len(c.via))),
-                       fields={**prev.fields, **c.fields})
-            out[i] = None  # type: ignore[index]
-        last[c.job_id] = len(out)
-        out.append(c)
-    return [c for c in out if c is not None]
-
-
-def _spends_retry(c: Change) -> bool:
+def spends_retry(c: Change) -> bool:
+    """Whether writing this change spends one of the job's retries."""
     prev: str = c.from_state
     for st in c.path():
         if st == S.RESTART_READY and prev in RETRY_SOURCES:
@@ -236,85 +166,68 @@ def _spends_retry(c: Change) -> bool:
     return False
 
 
-EVENT_COLUMNS = ["job_id", "from_state", "to_state", "timestamp", "actor", "message", "data"]
+def after_failure(job_id: int, frm: str, why: str | None, *, retry_count: int, max_retries: int,
+                  via: str | None = None, policy: str = "retry", data: Any = None, at: float | None = None,
+                  note: str = "") -> list[Change]:
+    """The changes for a run that did not succeed: retried while policy and budget allow, else FAILED.
+
+    `frm` is RUNNING (the process ended or was lost) or RUN_ERROR / RUN_TIMEOUT (after a handler ran). From
+    RUNNING, `via` (RUN_ERROR or RUN_TIMEOUT) records the cause as its own step; with no `via` the cause goes
+    on the retry. Every retry is bounded by max_retries, timeouts included (Balsam retried timeouts forever).
+    `note` is what a handler said. Every change lets go of the job's launcher session.
+    """
+    out: list[Change] = []
+    told = False  # the cause is on record already (the `via` step carries it)
+    if via is not None and frm == S.RUNNING:
+        out.append(Change(job_id, frm, via, why, data=data, at=at, fields=FREE))
+        frm, told = via, True
+    tail = f"; {note}" if note else ""
+    cause = f": {why}" if why and not told else ""
+    if policy != "fail" and retry_count < max_retries:
+        out.append(Change(job_id, frm, S.RESTART_READY, f"retry {retry_count + 1} of {max_retries}{cause}{tail}",
+                          at=at, fields=FREE))
+        return out
+    if frm == S.RUNNING:  # FAILED is reached from RUN_ERROR, never straight from RUNNING
+        out.append(Change(job_id, frm, S.RUN_ERROR, why, data=data, at=at, fields=FREE))
+        frm = S.RUN_ERROR
+    reason = "policy says fail" if policy == "fail" else f"no retries left ({max_retries} allowed)"
+    detail = f": {why}" if why and policy != "fail" else ""
+    out.append(Change(job_id, frm, S.FAILED, f"{reason}{detail}{tail}", at=at, fields=FREE))
+    return out
 
 
-def _update(conn: Connection, groups: dict[tuple[Any, ...], list[int]], now: float) -> None:
-    """Plain SQL through the driver: SQLAlchemy's per-statement compile of IN lists cost more than the write."""
-    m = db.marks(conn, 1)
-    for (to, msg, retry, fields), gids in groups.items():
-        sets = [f"state = {m}", f"state_message = {m}", f"updated_at = {m}"] + [f"{k} = {m}" for k, _ in fields]
-        if retry:
-            sets.append("retry_count = retry_count + 1")
-        head = f"UPDATE jobs SET {', '.join(sets)} WHERE id IN "
-        args = [to, msg, now, *(v for _, v in fields)]
-        for i in range(0, len(gids), 900):
-            chunk = gids[i : i + 900]
-            db.raw(conn, f"{head}({db.marks(conn, len(chunk))})", [*args, *chunk], fetch=False)
+def exit_state(rc: int, timed_out: bool) -> State:
+    """Where a run's end puts the job: RUN_DONE on exit 0, RUN_TIMEOUT past its wall time, else RUN_ERROR."""
+    if timed_out:
+        return S.RUN_TIMEOUT
+    return S.RUN_DONE if rc == 0 else S.RUN_ERROR
 
 
-def _follow_ups(conn: Connection, done: Sequence[Change], actor: str) -> None:
-    finished = [c.job_id for c in done if c.to_state == S.JOB_FINISHED]
-    dead = [c.job_id for c in done if c.to_state in (S.FAILED, S.USER_KILLED)]
-    if finished:
-        release_children(conn, finished, actor)
-    if dead:
-        fail_children(conn, dead, actor)
+def needs_hook(after: str, *, postprocess: str | None, stage_out: list[Any] | None, error_handler: str | None,
+               timeout_handler: str | None) -> bool:
+    """Whether the transition pool must take the job after its run (a hook to run or files to send)."""
+    if after == S.RUN_DONE:
+        return bool(postprocess or stage_out)
+    if after == S.RUN_ERROR:
+        return bool(error_handler)
+    return bool(timeout_handler)
 
 
-def states_of(conn: Connection, ids: Sequence[int], *, lock: bool = False) -> dict[int, str]:
-    """Current states of these jobs (locked FOR UPDATE on the servers when asked)."""
-    tail = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
-    return {int(i): st for i, st in db.raw_in(conn, "SELECT id, state FROM jobs WHERE id IN", ids, tail)}
+def after_exit(job_id: int, rc: int, timed_out: bool, *, retry_count: int, max_retries: int, on_error: str,
+               on_timeout: str, needs_pool: bool, t: float, why: str | None = None) -> tuple[list[Change], bool]:
+    """The changes for a finished process, and whether the pool must take it from there (hooks to run).
 
-
-def children_of(conn: Connection, parent_ids: Sequence[int]) -> list[int]:
-    rows = db.raw_in(conn, "SELECT child_id FROM job_parents WHERE parent_id IN", parent_ids)
-    return sorted({int(r[0]) for r in rows})
-
-
-def release_children(conn: Connection, parent_ids: Sequence[int], actor: str) -> list[int]:
-    """Children in AWAITING_PARENTS whose parents have all finished move on: READY, and further if they can."""
-    from sluice.models import apps  # local: only needed here, keeps the import graph flat
-
-    kids = children_of(conn, parent_ids)
-    if not kids:
-        return []
-    p = jobs.alias("p")
-    unfinished = exists().where(and_(job_parents.c.child_id == jobs.c.id, p.c.id == job_parents.c.parent_id,
-                                     p.c.state != S.JOB_FINISHED))
-    changes = []
-    for i in range(0, len(kids), 900):
-        q = (select(jobs.c.id, jobs.c.stage_in, apps.c.preprocess)
-             .join(apps, apps.c.id == jobs.c.app_id)
-             .where(jobs.c.id.in_(kids[i : i + 900]), jobs.c.state == S.AWAITING_PARENTS, ~unfinished))
-        for r in conn.execute(q):
-            path = ready_path(bool(r.stage_in), bool(r.preprocess))
-            changes.append(Change(r.id, S.AWAITING_PARENTS, path[-1], via=path[:-1]))
-    return [c.job_id for c in apply(conn, changes, actor, strict=False)]
-
-
-def fail_children(conn: Connection, parent_ids: Sequence[int], actor: str) -> None:
-    """Children still waiting on a FAILED or USER_KILLED parent will never run: they fail, saying why."""
-    kids = children_of(conn, parent_ids)
-    if not kids:
-        return
-    pj = jobs.alias("pj")
-    changes = []
-    for i in range(0, len(kids), 900):
-        q = (select(jobs.c.id, jobs.c.state, pj.c.id.label("pid"), pj.c.state.label("pstate"))
-             .join(job_parents, job_parents.c.child_id == jobs.c.id)
-             .join(pj, pj.c.id == job_parents.c.parent_id)
-             .where(jobs.c.id.in_(kids[i : i + 900]), jobs.c.state.in_(list(WAITING)),
-                    pj.c.state.in_([S.FAILED, S.USER_KILLED])))
-        seen: set[int] = set()
-        for r in conn.execute(q):
-            if r.id in seen:
-                continue
-            seen.add(r.id)
-            msg = f"parent {r.pid} ended {r.pstate}"
-            if r.state == S.CREATED:
-                changes.append(Change(r.id, S.CREATED, S.FAILED, msg, via=(S.AWAITING_PARENTS,)))
-            else:
-                changes.append(Change(r.id, r.state, S.FAILED, msg))
-    apply(conn, changes, actor, strict=False)
+    The common case, exit 0 with nothing to postprocess, fast-forwards RUNNING to JOB_FINISHED in one write.
+    """
+    if not timed_out and rc == 0:
+        if needs_pool:
+            return [Change(job_id, S.RUNNING, S.RUN_DONE, None, at=t)], True
+        return [Change(job_id, S.RUNNING, S.JOB_FINISHED, None, at=t, via=(S.RUN_DONE, S.POSTPROCESSED),
+                       via_at=(t, t), fields=FREE)], False
+    via = S.RUN_TIMEOUT if timed_out else S.RUN_ERROR
+    msg = why or (f"exit code {rc}" if not timed_out else "exceeded its wall time")
+    data = {"exit_code": rc}
+    if needs_pool:
+        return [Change(job_id, S.RUNNING, via, msg, data=data, at=t)], True
+    return after_failure(job_id, S.RUNNING, msg, via=via, retry_count=retry_count, max_retries=max_retries,
+                         policy=on_timeout if timed_out else on_error, data=data, at=t), False

@@ -20,6 +20,9 @@ def wall_minutes(value: str | float | int | None, what: str = "wall time") -> fl
         m = _CLOCK.match(s)
         if m:
             days, hh, mm, ss = (int(g) if g else 0 for g in m.groups())
+            if mm > 59 or ss > 59:
+                raise UserError(f"bad {what} {value!r}: minutes and seconds in HH:MM:SS go up to 59; "
+                                f"give e.g. 01:30:00, or plain minutes (e.g. 90)")
             minutes = days * 1440 + hh * 60 + mm + ss / 60
         else:
             try:

@@ -43,6 +43,17 @@ def user_error(result: Result, *fragments: str) -> str:
     return lines[0]
 
 
+def fault(result: Result, *fragments: str) -> str:
+    """An environmental fault (database, scheduler, disk): exit 3, one line `sluice: error:`, no traceback."""
+    assert result.exit_code == 3, f"exit {result.exit_code}: {result.output} {result.exc_info}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sluice: error: "), result.stderr
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
 def snapshot(ws: Workspace) -> tuple[Any, ...]:
     """Everything a failed command must leave as it was."""
     jobs = ws.jobs()

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from sluice import config, db
+from sluice import config
 from sluice.api import Workspace
+from sluice.store import db
 
-from .conftest import Run, add_sim, ok, snapshot, user_error
+from .conftest import Run, add_sim, fault, ok, snapshot, user_error
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_database_unreachable_or_refused(run: Run, tmp_path: Path, url: str) -> 
     for args in (["ls"], ["ls", "--summary"], ["job", "--name", "x", "--app", "y"], ["db", "upgrade"],
                  ["db", "status"], ["show", "1"]):
         r = run(*args, env={"SLUICE_WORKSPACE": str(root)})
-        line = user_error(r, "database")
+        line = fault(r, "database")  # not the user's input: exit 3, not 2
         assert "secret" not in r.output and "secret" not in line
 
 

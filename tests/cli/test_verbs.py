@@ -173,7 +173,7 @@ def test_rm_forms(run: Run, ws: Workspace) -> None:
     assert r.exit_code == 1 and ws.count() == 3
     ok(run("rm", "--name", "j2", "--yes"))
     assert ws.count() == 2
-    ok(run("modify", str(jobs[3].id), "--set", "state=RUNNING"))
+    ws.set_state(jobs[3].id, "RUNNING", by_launcher=True)  # as a launcher would
     before = snapshot(ws)
     user_error(run("rm", "--all", "--yes"), "RUNNING")
     assert snapshot(ws) == before

@@ -3,30 +3,49 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-from sluice import db
-from sluice.api import Workspace
-from sluice.launcher import claims, sessions
-from sluice.launcher.claims import Selection
+from sqlalchemy import event
+
+from sluice.api import Workspace, claims, sessions
+from sluice.api.claims import Selection
 
 
 def test_a_claim_larger_than_sqlites_old_variable_limit_takes_the_lowest_ids(ws: Workspace) -> None:
     ws.add_app("noop", "/bin/true")
     ids = ws.add_jobs([{"name": f"t{i}", "app": "noop"} for i in range(2500)])
-    with db.write(ws.engine) as conn:
-        sid = sessions.start(conn, job_mode="serial")
+    sid = sessions.start(ws, job_mode="serial")
     sel = Selection()
-    with db.write(ws.engine) as conn:
-        raw = conn.connection.driver_connection
-        if isinstance(raw, sqlite3.Connection):  # as SQLite before 3.32 (still on some clusters)
-            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-        first = claims.claim(conn, sid, sel, 2000)
-    with db.write(ws.engine) as conn:
-        rest = claims.claim(conn, sid, sel, 2000)
-    with db.write(ws.engine) as conn:
-        none = claims.claim(conn, sid, sel, 2000)
+
+    def old_limit(dbapi: Any, _record: Any) -> None:  # as SQLite before 3.32 (still on some clusters)
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    event.listen(ws.engine, "connect", old_limit)
+    ws.engine.dispose()  # every connection from here on has the limit
+    try:
+        first = claims.claim(ws, sid, sel, 2000)
+        rest = claims.claim(ws, sid, sel, 2000)
+        none = claims.claim(ws, sid, sel, 2000)
+    finally:
+        event.remove(ws.engine, "connect", old_limit)
+        ws.engine.dispose()
     assert [c.id for c in first] == sorted(ids)[:2000]  # in id order across the 900-id chunks
     assert [c.id for c in rest] == sorted(ids)[2000:]
     assert none == []
     assert all(c.app_name == "noop" and c.command == "/bin/true" for c in first + rest)
     assert {j.session_id for j in ws.jobs()} == {sid}
+
+
+def test_a_claimed_job_carries_every_field_of_its_row(ws: Workspace) -> None:
+    """The launcher's record is the job's own row (schema.JobRow) with its app joined: nothing is dropped."""
+    ws.add_app("sim", "sim {x}", environment={"A": "1"}, postprocess="true")
+    job = ws.add_job("j", app="sim", params={"x": 1}, tags={"k": "v"}, data={"d": [1]}, stage_out=["out"],
+                     environment={"B": "2"}, wall_time_min=5)
+    sid = sessions.start(ws, job_mode="serial")
+    (c,) = claims.claim(ws, sid, Selection(), 10)
+    row = ws.job(job.id)
+    for f in ("id", "name", "workflow", "params", "tags", "data", "stage_out", "environment", "wall_time_min",
+              "max_retries", "retry_count"):
+        assert getattr(c, f) == getattr(row, f), f
+    assert (c.app_name, c.app_env, c.postprocess) == ("sim", {"A": "1"}, "true")

@@ -22,9 +22,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from tests.conftest import BACKENDS, PG_ADMIN
 
-from sluice import db
 from sluice.api import Workspace
 from sluice.states import S
+from sluice.store import db
 
 pytestmark = [pytest.mark.serial, pytest.mark.slow]
 

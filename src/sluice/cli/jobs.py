@@ -24,6 +24,7 @@ from sluice.cli.common import (
     split_args,
 )
 from sluice.errors import UserError
+from sluice.schema import INT_FIELDS, JOB_COLUMNS, JSON_FIELDS
 
 if TYPE_CHECKING:
     from sluice.api import Job, Workspace
@@ -157,9 +158,7 @@ def dep(parent: str, child: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- modify
-INT_FIELDS = {"num_nodes", "ranks_per_node", "threads_per_rank", "gpus_per_rank", "max_retries"}
-JSON_FIELDS = {"params", "data", "tags", "environment", "stage_in", "stage_out"}
-NULLABLE = {"workdir", "queue", "machine", "wall_time_min"}
+NULLABLE = frozenset(c.name for c in JOB_COLUMNS if c.user and c.null and c.kind != "json")
 ALIASES = {"wall_min": "wall_time_min", "wall_time": "wall_time_min", "nodes": "num_nodes", "app_args": "args",
            "env": "environment", "workflow_name": "workflow"}
 
@@ -175,12 +174,12 @@ def parse_field(field: str, value: str) -> tuple[str, Any]:
             raise UserError(f"{key.replace('_', '-')} must be a whole number, got {value!r}") from None
     if key in NULLABLE and value.strip() in ("", "null", "none", "None"):
         return key, None
-    if key in JSON_FIELDS:
-        return key, parse_json(value, f"--set {key}")
     if key == "args":
         if value.lstrip().startswith("["):
             return key, parse_json(value, "--set args")
         return key, split_args(value)
+    if key in JSON_FIELDS:
+        return key, parse_json(value, f"--set {key}")
     return key, value
 
 

@@ -49,7 +49,9 @@ def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], m
     from sluice.timefmt import wall_minutes
 
     ws = open_ws()
-    batch = os.environ.get("SLUICE_BATCH_ID")
+    from sluice import environ
+
+    batch = os.environ.get(environ.BATCH_ID)
     opts = Options(job_mode=job_mode, workflows=workflows, tags=tuple(parse_kv(tags, "--tag").items()),
                    max_jobs=max_jobs, max_ranks=max_ranks, wall_time_min=wall_minutes(wall_time, "--wall-time"),
                    idle_timeout=idle_timeout, consume_all=consume_all, mpi_launcher=mpi_launcher,
@@ -62,9 +64,7 @@ def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], m
         raise UserError(f"{e}; install MPICH (apt-get install mpich) or use --job-mode serial") from None
 
     def work() -> int:
-        from sluice import db
-
-        db.dispose_all()  # pooled connections belong to the parent; the child opens its own
+        ws.close()  # pooled connections belong to the parent; the child opens its own
         summary = la.run()
         click.echo(summary.line(), err=True)
         return 0

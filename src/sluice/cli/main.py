@@ -42,6 +42,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 OPTIONAL_MODULES = ("sluice.cli.dbserver", "sluice.cli.web")
 
 EXIT_USER_ERROR = 2
+"""The user's mistake: a bad flag, field or file (sluice.errors.UserError)."""
+EXIT_FAULT = 3
+"""The environment failed: database unreachable, scheduler down, disk full (sluice.errors.Fault)."""
 
 
 def _optional_commands() -> dict[str, click.Command]:
@@ -106,19 +109,22 @@ class SluiceGroup(click.Group):
             fail(e.format_message())
         except Exception as e:
             msg = user_message(e)
+            if msg is not None:
+                fail(msg)
+            msg = fault_message(e)
             if msg is None:
                 raise
-            fail(msg)
+            fail(msg, EXIT_FAULT)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-def fail(message: str) -> NoReturn:
-    """Print the one line every user error gets, and exit 2."""
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """Print the one line every error gets, and exit: 2 for the user's mistakes, 3 for faults."""
     one = " ".join(str(message).split()) or "unknown error"
     click.echo(f"sluice: error: {redact(one)}", err=True)
-    sys.exit(EXIT_USER_ERROR)
+    sys.exit(code)
 
 
 def redact(text: str) -> str:
@@ -128,19 +134,23 @@ def redact(text: str) -> str:
 
 
 def user_message(e: BaseException) -> str | None:
-    """The one-line message for errors a user can fix; None for bugs (those keep their traceback)."""
+    """The one-line message for errors a user can fix (exit 2); None for anything else."""
     from sluice.errors import UserError
 
-    if isinstance(e, UserError):
+    return str(e) if isinstance(e, UserError) else None
+
+
+def fault_message(e: BaseException) -> str | None:
+    """The one-line message of an environmental fault (exit 3): the database or the scheduler failed, the disk
+    is full. None for bugs, which keep their traceback."""
+    from sluice.errors import Fault, one_line
+
+    if isinstance(e, Fault):
         return str(e)
     sa_exc = sys.modules.get("sqlalchemy.exc")
     if sa_exc is not None and isinstance(e, sa_exc.DBAPIError | sa_exc.OperationalError):
         orig = getattr(e, "orig", None)
-        first = (str(orig) if orig is not None else str(e)).strip().splitlines()
-        detail = first[0] if first else type(e).__name__
-        return f"database error: {detail[:300]}"
-    if isinstance(e, sa_exc.ArgumentError if sa_exc else ()):
-        return f"database error: {e}"
+        return f"database error: {one_line(orig if orig is not None else e)}"
     return None
 
 

@@ -83,25 +83,21 @@ def ls(ctx: click.Context, what: str, limit: int, summary: bool, tree: bool, wid
 
 
 def _fast(summary: bool, as_json: bool, limit: int, kw: dict[str, Any]) -> bool:
-    """The read-only path without SQLAlchemy (SQLite, PostgreSQL: see sluice.fastread); False: the normal path."""
-    from sluice import fastread
+    """The read-only path without SQLAlchemy (SQLite, PostgreSQL: see sluice.api.fast); False: the normal path."""
+    from sluice.api import fast
     from sluice.cli.common import workspace_arg
 
-    conn = fastread.connect(workspace_arg())
-    if conn is None:
-        return False
     states, wfs = kw.get("states") or (), kw.get("workflows") or ()
-    with conn:
-        if summary:
-            counts = fastread.summary(conn, states, wfs)
-            if counts is None:
-                return False
-            if as_json:
-                render.print_json(counts)
-            else:
-                render.table(["state", "jobs"], [*counts.items(), ("total", sum(counts.values()))])
-            return True
-        got = fastread.listing(conn, states, wfs, limit)
+    if summary:
+        counts = fast.summary(workspace_arg(), states, wfs)
+        if counts is None:
+            return False
+        if as_json:
+            render.print_json(counts)
+        else:
+            render.table(["state", "jobs"], [*counts.items(), ("total", sum(counts.values()))])
+        return True
+    got = fast.listing(workspace_arg(), states, wfs, limit)
     if got is None:
         return False
     rows, total = got

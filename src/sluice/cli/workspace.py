@@ -21,12 +21,12 @@ def init(path: str, db_url: str | None, scheduler: str) -> None:
     PATH becomes a directory holding sluice.toml (settings), the job database (an SQLite file unless
     --db names a server), data/ (job working directories) and logs/.
     """
-    from sluice import db
     from sluice.api import Workspace
+    from sluice.api.admin import redact
 
     ws = Workspace.create(path, db_url, scheduler=scheduler)
     click.echo(f"Created sluice workspace {ws.path}")
-    click.echo(f"  database:  {db.redact(ws.config.db_url)}")
+    click.echo(f"  database:  {redact(ws.config.db_url)}")
     click.echo(f"  scheduler: {scheduler} (settings in {ws.path / 'sluice.toml'})")
     click.echo("Next:")
     click.echo(f"  cd {ws.path}    (or export SLUICE_WORKSPACE={ws.path})")
@@ -43,38 +43,20 @@ def db() -> None:
 @db.command(context_settings=CONTEXT, epilog="Example: sluice db upgrade")
 def upgrade() -> None:
     """Upgrade the database schema to what this version of sluice needs (safe to repeat)."""
-    from sluice import config
-    from sluice import db as sdb
+    from sluice.api import admin
 
-    root = config.find_workspace(workspace_arg())
-    cfg = config.load(root)
-    eng = sdb.engine(cfg.db_url)
-    with eng.connect() as conn:
-        before = sdb.current_revision(conn)
-    try:
-        sdb.upgrade(eng)
-    except Exception as e:
-        if not type(e).__module__.startswith("alembic"):
-            raise
-        from sluice.errors import UserError
-
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot upgrade database {sdb.redact(cfg.db_url)} from revision {before}: {first}") from None
-    if before == sdb.HEAD:
-        click.echo(f"database {sdb.redact(cfg.db_url)} is up to date (revision {sdb.HEAD})")
+    before, after = admin.upgrade(workspace_arg())
+    if before.current:
+        click.echo(f"database {after.url} is up to date (revision {after.head})")
     else:
-        click.echo(f"upgraded database {sdb.redact(cfg.db_url)} from revision {before or 'none'} to {sdb.HEAD}")
+        click.echo(f"upgraded database {after.url} from revision {before.revision or 'none'} to {after.head}")
 
 
 @db.command(context_settings=CONTEXT, epilog="Example: sluice db status")
 def status() -> None:
     """Say where the database is and whether its schema is current."""
-    from sluice import config
-    from sluice import db as sdb
+    from sluice.api import admin
 
-    root = config.find_workspace(workspace_arg())
-    cfg = config.load(root)
-    with sdb.engine(cfg.db_url).connect() as conn:
-        rev = sdb.current_revision(conn)
-    state = "current" if rev == sdb.HEAD else f"needs `sluice db upgrade` (this sluice needs {sdb.HEAD})"
-    click.echo(f"database {sdb.redact(cfg.db_url)}: schema revision {rev or 'none'}, {state}")
+    st = admin.status(workspace_arg())
+    state = "current" if st.current else f"needs `sluice db upgrade` (this sluice needs {st.head})"
+    click.echo(f"database {st.url}: schema revision {st.revision or 'none'}, {state}")

@@ -27,20 +27,19 @@ from dataclasses import dataclass, field
 from select import EPOLLIN, epoll
 from typing import Any
 
-from sqlalchemy import func, select
-
-from sluice import db
-from sluice.api import Workspace
-from sluice.launcher import claims, sessions, transitions
-from sluice.launcher.claims import Claimed, Selection
+from sluice import environ, states
+from sluice.api import Workspace, claims, sessions
+from sluice.api.claims import Claimed, Selection
+from sluice.api.transitions import write_changes
+from sluice.errors import one_line
+from sluice.launcher import transitions
 from sluice.launcher.latency import prompt_wakeups
 from sluice.launcher.mpi import LauncherNotFound, MPILauncher, choose
 from sluice.launcher.nodes import Allocation, discover
 from sluice.launcher.packing import NodePool, Request
 from sluice.launcher.runner import Runner
 from sluice.launcher.spawn import Event
-from sluice.models import jobs
-from sluice.states import END, PROCESSABLE, Change, S, apply
+from sluice.states import PROCESSABLE, Change, S
 
 log = logging.getLogger("sluice.launcher")
 
@@ -137,36 +136,29 @@ class Writer(threading.Thread):
                 if batch:
                     self.writing = True
                     try:
-                        db.retry(lambda b=batch: self._write(b), attempts=120)  # type: ignore[misc]
+                        la.ws.retry(lambda b=batch: self._write(b), attempts=120)  # type: ignore[misc]
                     finally:
                         self.writing = False
                     if la.drained():  # the last changes are in: let the source see whether work is left
                         la.source.poke()
                 now = time.monotonic()
                 if now >= next_beat:
-                    db.retry(lambda: self._beat(), attempts=120)
+                    la.ws.retry(lambda: sessions.heartbeat(la.ws, la.session_id), attempts=120)
                     next_beat = now + la.opts.heartbeat_s
                 if now >= next_kill_check and la.running:
                     ids = list(la.running)
-                    with db.read(la.ws.engine) as conn:
-                        dead = claims.killed(conn, ids)
+                    dead = claims.killed(la.ws, ids)
                     if dead:
                         la.to_kill.put(dead)
                         la.wake()
                     next_kill_check = now + 1.0
             except BaseException as e:  # a database gone for minutes: stop the launcher, jobs are recovered
                 self.error = e
-                la.stop(f"database error: {str(e).splitlines()[0][:200]}")
+                la.stop(f"database error: {one_line(e, 200)}")
                 return
 
     def _write(self, batch: list[Change]) -> None:
-        with db.write(self.la.ws.engine) as conn:
-            done = apply(conn, batch, self.la.actor, strict=False, lock=False)
-        self.la.count(done)
-
-    def _beat(self) -> None:
-        with db.write(self.la.ws.engine) as conn:
-            sessions.heartbeat(conn, self.la.session_id)
+        self.la.count(write_changes(self.la.ws, batch, self.la.actor))
 
     def stop(self) -> None:
         self.q.put(None)
@@ -236,26 +228,24 @@ class Source(threading.Thread):
                 n = self.want()
                 if n > 0 and self.low() and not la.stopping and now >= self.next_claim:
                     k = min(n, la.opts.claim_batch)
-                    got = db.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
+                    got = la.ws.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
                     # nothing to claim: new work appears at human speed, and an empty write transaction
                     # (the database lock, a commit) per main-loop wake-up would tax every running job
                     self.next_claim = 0.0 if got else now + 0.25
                 now = time.monotonic()
                 if la.pool_room() > 0 and not la.stopping and now >= next_processable:
-                    took = db.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
+                    took = la.ws.retry(lambda: self._claim_processable(la.pool_room()), attempts=20)
                     next_processable = now + (0.0 if took else 0.5)  # an empty write transaction is not free
                     got += took
                 if not got and la.drained() and la.writer.idle():
-                    self.nothing_left = db.retry(self._nothing_left, attempts=20)
+                    self.nothing_left = la.ws.retry(lambda: claims.nothing_left(la.ws, la.selection), attempts=20)
                     if self.nothing_left:
                         la.wake()
                 if time.monotonic() >= next_recover:
-                    with db.write(la.ws.engine) as conn:
-                        sessions.recover(conn, stale_after=la.opts.stale_after_s, actor=la.actor,
-                                         exclude=la.session_id, workspace=str(la.ws.path))
+                    sessions.recover(la.ws, stale_after=la.opts.stale_after_s, actor=la.actor, exclude=la.session_id)
                     next_recover = time.monotonic() + la.opts.heartbeat_s
             except Exception as e:
-                log.warning("claiming failed, will retry: %s", str(e).splitlines()[0][:200])
+                log.warning("claiming failed, will retry: %s", one_line(e, 200))
             if got:
                 self.idle_since = None
                 la.wake()
@@ -270,8 +260,7 @@ class Source(threading.Thread):
     def _claim(self, n: int) -> int:
         la = self.la
         left = la.time_left_min()
-        with db.write(la.ws.engine) as conn:
-            got = claims.claim(conn, la.session_id, la.selection, n, max_wall_min=left)
+        got = claims.claim(la.ws, la.session_id, la.selection, n, max_wall_min=left)
         fresh = [c for c in got if c.id not in self.skip]
         la.runner.prepare(fresh)
         self.buffer.extend(fresh)
@@ -279,18 +268,10 @@ class Source(threading.Thread):
 
     def _claim_processable(self, n: int) -> int:
         la = self.la
-        with db.write(la.ws.engine) as conn:
-            got = claims.claim(conn, la.session_id, la.selection, n, states=PROCESSABLE)
+        got = claims.claim(la.ws, la.session_id, la.selection, n, states=PROCESSABLE)
         for c in got:
             la.submit_processing(c.id, c.state)
         return len(got)
-
-    def _nothing_left(self) -> bool:
-        """True when every job this launcher could ever run has ended (so waiting is pointless)."""
-        with db.read(self.la.ws.engine) as conn:
-            q = select(func.count()).select_from(jobs).where(jobs.c.state.not_in(sorted(END)),
-                                                             self.la.selection.where())
-            return not conn.execute(q).scalar()
 
     def poke(self) -> None:
         with self.cv:
@@ -332,7 +313,7 @@ class Launcher:
             workflows=tuple(self.opts.workflows), tags=tuple(self.opts.tags),
             max_nodes=len(nodes) if self.opts.job_mode == "mpi" else 1,
             max_cores=max((n.cores for n in nodes), default=1), max_gpus=max((len(n.gpus) for n in nodes), default=0),
-            serial_only=self.opts.job_mode == "serial", queue=self.opts.queue or os.environ.get("SLUICE_QUEUE"),
+            serial_only=self.opts.job_mode == "serial", queue=self.opts.queue or os.environ.get(environ.QUEUE),
             machine=self.opts.machine or ws.config.machine)
         self.capacity = sum(n.cores for n in nodes)
         if self.opts.max_ranks:
@@ -402,9 +383,8 @@ class Launcher:
         try:
             changes = fut.result()
         except Exception as e:  # a transient failure (DB, filesystem): give the job back for a later try
-            log.warning("job %s: transition failed, will retry: %s", job_id, e)
-            with db.write(self.ws.engine) as conn:
-                claims.unclaim(conn, self.session_id, [job_id])
+            log.warning("job %s: transition failed, will retry: %s", job_id, one_line(e))
+            claims.unclaim(self.ws, self.session_id, [job_id])
             return
         if changes:
             self.writer.put(changes)
@@ -414,12 +394,10 @@ class Launcher:
     def run(self) -> Summary:
         self.t0 = time.time()
         mpi = self._mpi()
-        with db.write(self.ws.engine) as conn:
-            self.session_id = sessions.start(conn, job_mode=self.opts.job_mode, batch_job_id=self.opts.batch_job_id,
-                                             info={"nodes": [n.name for n in self.alloc.nodes],
-                                                   "end_time": self.alloc.end_time})
-            sessions.recover(conn, stale_after=self.opts.stale_after_s, actor=f"launcher:{self.session_id}",
-                             exclude=self.session_id, workspace=str(self.ws.path))
+        self.session_id = sessions.start(self.ws, job_mode=self.opts.job_mode, batch_job_id=self.opts.batch_job_id,
+                                         info={"nodes": [n.name for n in self.alloc.nodes],
+                                               "end_time": self.alloc.end_time},
+                                         stale_after=self.opts.stale_after_s)
         self.actor = f"launcher:{self.session_id}"
         self.summary.session_id = self.session_id
         self.runner = Runner(self.alloc, self.opts.job_mode, self.ws.path, self.ws.config.data_dir, mpi,
@@ -570,8 +548,7 @@ class Launcher:
         if started:
             self.writer.put(started)
         if giveback:
-            with db.write(self.ws.engine) as conn:
-                claims.unclaim(conn, self.session_id, giveback)
+            claims.unclaim(self.ws, self.session_id, giveback)
         return bool(started)
 
     def _ranks(self) -> int:
@@ -603,9 +580,10 @@ class Launcher:
                 rc, timed_out, why = int(ev["rc"]), bool(ev.get("timed_out")), None
                 if timed_out:
                     why = f"exceeded its wall time of {c.wall_time_min:g} min"
-            after = S.RUN_DONE if (rc == 0 and not timed_out) else (S.RUN_TIMEOUT if timed_out else S.RUN_ERROR)
-            needs = transitions.hook_needed(after, c.postprocess, c.stage_out, c.error_handler, c.timeout_handler)
-            changes, to_pool = transitions.after_exit(
+            after = states.exit_state(rc, timed_out)
+            needs = states.needs_hook(after, postprocess=c.postprocess, stage_out=c.stage_out,
+                                      error_handler=c.error_handler, timeout_handler=c.timeout_handler)
+            changes, to_pool = states.after_exit(
                 jid, rc, timed_out, retry_count=c.retry_count, max_retries=c.max_retries, on_error=c.on_error,
                 on_timeout=c.on_timeout, needs_pool=needs and not self.stopping, t=t, why=why)
             out += changes
@@ -639,14 +617,8 @@ class Launcher:
         self.summary.reason = reason
         self.summary.seconds = time.time() - self.t0
 
-        def final() -> None:
-            with db.write(self.ws.engine) as conn:
-                claims.unclaim(conn, self.session_id, leftovers)
-                sessions.release_jobs(conn, [self.session_id], self.actor, reason="launcher {sid} exited",
-                                      to_timeout=True)
-                sessions.end(conn, self.session_id)
-
-        db.retry(final, attempts=20)
+        self.ws.retry(lambda: sessions.finish(self.ws, self.session_id, leftovers, self.actor,
+                                              reason="launcher {sid} exited"), attempts=20)
         if self.opts.status and sys.stderr.isatty():
             sys.stderr.write("\r\x1b[K")
         os.close(self._r)

@@ -13,10 +13,10 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from sluice import templates
-from sluice.api import job_path
+from sluice import environ, templates
+from sluice.api.claims import Claimed
+from sluice.api.records import job_path
 from sluice.launcher.agent import AgentClient
-from sluice.launcher.claims import Claimed
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
@@ -43,10 +43,7 @@ class Runner:
         self._jid: dict[int, int] = {}  # spawn id -> job id
         self._next_sid = 0
         self.prepared: set[int] = set()  # jobs whose working directory prepare() made
-        self.base_env = dict(os.environ)
-        self.base_env["SLUICE_WORKSPACE"] = str(workspace)
-        for k in ("SLUICE_JOB_ID", "CUDA_VISIBLE_DEVICES"):
-            self.base_env.pop(k, None)
+        self.base_env = environ.base(workspace)
         here = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         names = [n.name for n in alloc.nodes]
         self.home = here if here in names else (names[0] if names else here)
@@ -70,14 +67,7 @@ class Runner:
     def command(self, c: Claimed, p: Placement) -> tuple[list[str], LayeredEnv]:
         """argv (the app's template filled in; an MPI launcher in front in mpi mode) and environment."""
         argv = templates.render(c.command, c.params, c.args, c.shell)
-        extra: dict[str, str] = {}
-        if c.app_env:
-            extra.update(c.app_env)
-        if c.environment:
-            extra.update(c.environment)
-        extra["SLUICE_JOB_ID"] = str(c.id)
-        if c.threads_per_rank > 1 and "OMP_NUM_THREADS" not in extra and "OMP_NUM_THREADS" not in self.base_env:
-            extra["OMP_NUM_THREADS"] = str(c.threads_per_rank)
+        extra = environ.job_vars(c.id, c.app_env, c.environment, c.threads_per_rank, self.base_env)
         gpus = p.gpus.get(p.nodes[0]) if p.gpus else None
         if gpus:
             extra["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)

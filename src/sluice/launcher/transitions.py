@@ -9,29 +9,16 @@ FAILED only for its own faults, with the reason in its history.
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from typing import Any
 
-from sluice import transfers
+from sluice import environ, transfers
 from sluice.api import Job, Workspace
-from sluice.launcher.sessions import retry_or_fail
-from sluice.states import Change, S
+from sluice.states import FREE, Change, S, after_failure
 
 HOOK_TIMEOUT_S = 3600.0
-FREE = {"session_id": None}
-
-
-def job_env(ws: Workspace, job: Job | Any, app_env: Mapping[str, str]) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(app_env or {})
-    env.update(job.environment or {})
-    env["SLUICE_JOB_ID"] = str(job.id)
-    env["SLUICE_WORKSPACE"] = str(ws.path)
-    return env
 
 
 def run_hook(ws: Workspace, job: Job, hook: str, what: str) -> tuple[bool, str]:
@@ -51,9 +38,10 @@ def run_hook(ws: Workspace, job: Job, hook: str, what: str) -> tuple[bool, str]:
         return (result is not False), f"{what} hook {hook} returned {result!r}"
     app = ws.app(job.app)
     log = cwd / f"{job.name}.{what}.log"
+    env = environ.job_environment(ws.path, job.id, app.environment, job.environment, job.threads_per_rank)
     with open(log, "ab") as out:
         try:
-            p = subprocess.run(["/bin/sh", "-c", hook], cwd=cwd, env=job_env(ws, job, app.environment or {}),
+            p = subprocess.run(["/bin/sh", "-c", hook], cwd=cwd, env=env,
                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                timeout=HOOK_TIMEOUT_S, start_new_session=True)
         except subprocess.TimeoutExpired:
@@ -123,15 +111,11 @@ def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | 
         return out + [Change(job_id, frm, S.JOB_FINISHED, None, fields=FREE)]
     if state in (S.RUN_ERROR, S.RUN_TIMEOUT):
         hook = app.error_handler if state == S.RUN_ERROR else app.timeout_handler
-        policy = app.on_error if state == S.RUN_ERROR else app.on_timeout
         note = ""
         if hook:
             ok, note = run_hook(ws, job, hook, "error_handler" if state == S.RUN_ERROR else "timeout_handler")
-        if policy == "fail" or job.retry_count >= job.max_retries:
-            why = "policy says fail" if policy == "fail" else f"no retries left ({job.max_retries} allowed)"
-            return [Change(job_id, state, S.FAILED, f"{why}{'; ' + note if note else ''}", fields=FREE)]
-        return [Change(job_id, state, S.RESTART_READY, f"retry {job.retry_count + 1} of {job.max_retries}"
-                       f"{'; ' + note if note else ''}", fields=FREE)]
+        return after_failure(job_id, state, None, retry_count=job.retry_count, max_retries=job.max_retries,
+                             policy=app.on_error if state == S.RUN_ERROR else app.on_timeout, note=note)
     return []
 
 
@@ -145,35 +129,3 @@ def _preprocess(ws: Workspace, job: Job, hook: str | None, frm: str, staged: boo
         if not ok:
             return out + [Change(job.id, frm, S.FAILED, msg, fields=FREE)]
     return out + [Change(job.id, frm, S.PREPROCESSED, None, fields=FREE)]
-
-
-def after_exit(job_id: int, rc: int, timed_out: bool, *, retry_count: int, max_retries: int, on_error: str,
-               on_timeout: str, needs_pool: bool, t: float, why: str | None = None) -> tuple[list[Change], bool]:
-    """The changes for a finished process, and whether the pool must take it from there (hooks to run).
-
-    The common case, exit 0 with nothing to postprocess, fast-forwards RUNNING to JOB_FINISHED in one write.
-    """
-    if not timed_out and rc == 0:
-        if needs_pool:
-            return [Change(job_id, S.RUNNING, S.RUN_DONE, None, at=t)], True
-        return [Change(job_id, S.RUNNING, S.JOB_FINISHED, None, at=t, via=(S.RUN_DONE, S.POSTPROCESSED),
-                       via_at=(t, t), fields=FREE)], False
-    via = S.RUN_TIMEOUT if timed_out else S.RUN_ERROR
-    msg = why or (f"exit code {rc}" if not timed_out else "exceeded its wall time")
-    data = {"exit_code": rc}
-    if needs_pool:
-        return [Change(job_id, S.RUNNING, via, msg, data=data, at=t)], True
-    policy = on_timeout if timed_out else on_error
-    if policy == "fail":
-        return [Change(job_id, S.RUNNING, via, msg, data=data, at=t, fields=FREE),
-                Change(job_id, via, S.FAILED, "policy says fail", at=t, fields=FREE)], False
-    return retry_or_fail(job_id, retry_count, max_retries, msg, via, data), False
-
-
-def hook_needed(state_after: str, postprocess: str | None, stage_out: list[Any], error_handler: str | None,
-                timeout_handler: str | None) -> bool:
-    if state_after == S.RUN_DONE:
-        return bool(postprocess or stage_out)
-    if state_after == S.RUN_ERROR:
-        return bool(error_handler)
-    return bool(timeout_handler)

@@ -25,6 +25,8 @@ from sluice.errors import DatabaseError, SchemaOutOfDate, UserError
 HEAD = config.SCHEMA_HEAD
 MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_MS = 60_000
+CHUNK = 900
+"""Ids per IN (...) list: under the 999-variable limit of SQLite before 3.32."""
 
 T = TypeVar("T")
 _engines: dict[str, Engine] = {}

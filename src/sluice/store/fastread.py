@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from sluice import config
+from sluice.states import State
 
-STATES = ("CREATED", "AWAITING_PARENTS", "READY", "STAGED_IN", "PREPROCESSED", "RUNNING", "RUN_DONE", "RUN_ERROR",
-          "RUN_TIMEOUT", "RESTART_READY", "POSTPROCESSED", "JOB_FINISHED", "FAILED", "USER_KILLED")
-"""The state names in machine order (a test keeps this equal to sluice.states.State)."""
+STATES = tuple(s.value for s in State)
+"""The state names in machine order."""
 
 _PG = ("postgresql+psycopg://", "postgresql://")
 

@@ -9,6 +9,8 @@ jobs is a rare recovery scan and claiming must not pay for it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -23,6 +25,8 @@ from sqlalchemy import (
     Table,
     Text,
 )
+
+from sluice import schema
 
 # BIGINT ids on the servers; INTEGER on SQLite so the id is the rowid (fast, autoincrementing).
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -41,57 +45,40 @@ def _pk() -> Column[int]:
     return Column("id", Id, primary_key=True, autoincrement=True)
 
 
-apps = Table(
-    "apps", metadata,
-    _pk(),
-    Column("name", String(255), nullable=False, unique=True),
-    Column("command", Text, nullable=False),
-    Column("description", Text, nullable=False, default=""),
-    Column("environment", Json),
-    Column("preprocess", Text),
-    Column("postprocess", Text),
-    Column("error_handler", Text),
-    Column("timeout_handler", Text),
-    Column("on_error", String(16), nullable=False, default="retry"),
-    Column("on_timeout", String(16), nullable=False, default="retry"),
-    Column("shell", Boolean, nullable=False, default=False),
-    Column("created_at", Double, nullable=False),
-)
+def _columns(cols: tuple[schema.Col, ...], **extra: Any) -> list[Column[Any]]:
+    """Columns from the record's declaration (sluice/schema.py); `extra` adds keyword arguments per column."""
+    out: list[Column[Any]] = []
+    for c in cols:
+        if c.name == "id":
+            out.append(_pk())
+            continue
+        kw: dict[str, Any] = {"nullable": c.null, **extra.get(c.name, {})}
+        if not c.null and c.default is not None:
+            kw["default"] = c.default
+        args: list[Any] = [c.name, _KINDS[c.kind](c.size)]
+        fk = kw.pop("fk", None)
+        if fk:
+            args.append(ForeignKey(fk))
+        out.append(Column(*args, **kw))
+    return out
+
+
+_KINDS: dict[str, Any] = {
+    "id": lambda _n: Id, "str": String, "text": lambda _n: Text, "int": lambda _n: Integer,
+    "float": lambda _n: Double, "bool": lambda _n: Boolean, "json": lambda _n: Json,
+}
+
+apps = Table("apps", metadata, *_columns(schema.APP_COLUMNS, name={"unique": True}))
 """An application: a command template whose `{param}` placeholders jobs fill in."""
 
 jobs = Table(
     "jobs", metadata,
-    _pk(),
-    Column("name", String(255), nullable=False),
-    Column("workflow", String(255), nullable=False, default="default"),
-    Column("app_id", Id, ForeignKey("apps.id"), nullable=False),
-    Column("params", Json),
-    Column("args", Json),
-    Column("workdir", String(1024)),  # NULL: the default data/<workflow>/<name>_<id>
-    Column("num_nodes", Integer, nullable=False, default=1),
-    Column("ranks_per_node", Integer, nullable=False, default=1),
-    Column("threads_per_rank", Integer, nullable=False, default=1),
-    Column("gpus_per_rank", Integer, nullable=False, default=0),
-    Column("wall_time_min", Double),
-    Column("environment", Json),
-    Column("tags", Json),
-    Column("data", Json),
-    Column("stage_in", Json),
-    Column("stage_out", Json),
-    Column("max_retries", Integer, nullable=False, default=3),
-    Column("retry_count", Integer, nullable=False, default=0),
-    Column("state", String(20), nullable=False),
-    Column("state_message", Text),
-    Column("queue", String(64)),
-    Column("machine", String(64)),
-    Column("session_id", Id),
-    Column("created_at", Double, nullable=False),
-    Column("updated_at", Double, nullable=False),
+    *_columns(schema.JOB_COLUMNS, app_id={"fk": "apps.id"}),
     Index("ix_jobs_state_id", "state", "id"),
     Index("ix_jobs_workflow", "workflow"),
     Index("ix_jobs_name", "name"),
 )
-"""One task of the campaign."""
+"""One task of the campaign (fields: sluice.schema.JobRow)."""
 
 job_parents = Table(
     "job_parents", metadata,

@@ -1,10 +1,10 @@
-"""Alembic environment: sluice always calls it with a live connection (see sluice.db.upgrade)."""
+"""Alembic environment: sluice always calls it with a live connection (see sluice.store.db.upgrade)."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from sluice.models import metadata
+from sluice.store.models import metadata
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -1,0 +1,192 @@
+"""Writing state changes: `apply()` is the only code that sets `jobs.state`.
+
+Each change is checked against the transition table (sluice.states) and written as the new state plus one
+event per step, in the caller's transaction; follow-ups (children released or failed) come in the same one.
+The launcher's writer calls this with thousands of changes a second, so the SQL goes to the driver directly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, and_, exists, select
+
+from sluice.errors import IllegalTransition, UserError
+from sluice.states import WAITING, Change, S, check_path, default_actor, event_rows, ready_path, spends_retry
+from sluice.store import db
+from sluice.store.models import apps, job_parents, jobs
+
+if TYPE_CHECKING:
+    from sluice.api.base import WorkspaceBase
+
+
+def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None, *,
+          strict: bool = True, lock: bool = True) -> list[Change]:
+    """Validate and write changes in the caller's transaction; return the changes that took effect.
+
+    Each job's current state is read (FOR UPDATE on servers) and must equal `from_state`: with strict, a
+    mismatch is an IllegalTransition; otherwise that change is skipped (someone else moved the job first, which
+    is normal for recovery races). Then follow-ups: children whose parents all finished become READY (and
+    fast-forward), children of FAILED or USER_KILLED parents fail with the reason.
+    """
+    if not changes:
+        return []
+    actor = actor or default_actor()
+    now = time.time()
+    for c in changes:
+        check_path(c.from_state, c.path())
+    current = states_of(conn, sorted({c.job_id for c in changes}), lock=lock)
+    done: list[Change] = []
+    for c in changes:
+        cur = current.get(c.job_id)
+        if cur == c.from_state:
+            done.append(c)
+            current[c.job_id] = c.to_state  # a second change of the same job in one batch chains
+        elif strict:
+            if cur is None:
+                raise UserError(f"job {c.job_id} does not exist")
+            raise IllegalTransition(f"job {c.job_id} is {cur}, not {c.from_state}; nothing was changed")
+    _write(conn, done, actor, now)
+    _follow_ups(conn, done, actor)
+    return done
+
+
+def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> None:
+    """One UPDATE per kind of change. A job changed twice in one batch (started, then finished) is merged
+    into one change through the intermediate states (one row write, every step still an event); changes that
+    cannot merge go in successive waves, so the later one is written last."""
+    merged = _merge(done, now)
+    waves: list[dict[tuple[Any, ...], list[int]]] = []
+    nth: dict[int, int] = {}
+    for c in merged:
+        k = nth.get(c.job_id, 0)
+        nth[c.job_id] = k + 1
+        if k == len(waves):
+            waves.append(defaultdict(list))
+        key = (c.to_state, c.message, spends_retry(c), tuple(sorted(c.fields.items())))
+        waves[k][key].append(c.job_id)
+    for groups in waves:
+        _update(conn, groups, now)
+    rows = [(r["job_id"], r["from_state"], r["to_state"], r["timestamp"], r["actor"], r["message"],
+             None if r["data"] is None else json.dumps(r["data"]))
+            for c in merged for r in event_rows(c, actor, now)]
+    db.bulk_insert(conn, "events", EVENT_COLUMNS, rows)  # the driver's executemany: the launcher's hot path
+
+
+def _merge(done: Sequence[Change], now: float) -> list[Change]:
+    """Fold a job's change that carries no message or data into the job's next change in the same batch.
+
+    A step without its own time is stamped `now`, the time the whole batch is written with, so a job's events
+    never go back in time (a fresh clock read here once put READY -> STAGED_IN after the step that follows it).
+    """
+    if len({c.job_id for c in done}) == len(done):
+        return list(done)  # one change per job: nothing to fold (big user batches)
+    last: dict[int, int] = {}
+    out: list[Change | None] = []
+    for c in done:
+        i = last.get(c.job_id)
+        prev = out[i] if i is not None else None
+        if prev is not None and prev.message is None and prev.data is None and prev.to_state == c.from_state:
+            t_prev = prev.at if prev.at is not None else now
+            c = Change(c.job_id, prev.from_state, c.to_state, c.message, c.data,
+                       via=(*prev.via, prev.to_state, *c.via), at=c.at,
+                       via_at=(*(prev.via_at or (t_prev,) * len(prev.via)), t_prev,
+                               *(c.via_at or ((c.at if c.at is not None else now),) * len(c.via))),
+                       fields={**prev.fields, **c.fields})
+            out[i] = None  # type: ignore[index]
+        last[c.job_id] = len(out)
+        out.append(c)
+    return [c for c in out if c is not None]
+
+
+EVENT_COLUMNS = ["job_id", "from_state", "to_state", "timestamp", "actor", "message", "data"]
+
+
+def _update(conn: Connection, groups: dict[tuple[Any, ...], list[int]], now: float) -> None:
+    """Plain SQL through the driver: SQLAlchemy's per-statement compile of IN lists cost more than the write."""
+    m = db.marks(conn, 1)
+    for (to, msg, retry, fields), gids in groups.items():
+        sets = [f"state = {m}", f"state_message = {m}", f"updated_at = {m}"] + [f"{k} = {m}" for k, _ in fields]
+        if retry:
+            sets.append("retry_count = retry_count + 1")
+        head = f"UPDATE jobs SET {', '.join(sets)} WHERE id IN "
+        args = [to, msg, now, *(v for _, v in fields)]
+        for i in range(0, len(gids), 900):
+            chunk = gids[i : i + 900]
+            db.raw(conn, f"{head}({db.marks(conn, len(chunk))})", [*args, *chunk], fetch=False)
+
+
+def _follow_ups(conn: Connection, done: Sequence[Change], actor: str) -> None:
+    finished = [c.job_id for c in done if c.to_state == S.JOB_FINISHED]
+    dead = [c.job_id for c in done if c.to_state in (S.FAILED, S.USER_KILLED)]
+    if finished:
+        release_children(conn, finished, actor)
+    if dead:
+        fail_children(conn, dead, actor)
+
+
+def states_of(conn: Connection, ids: Sequence[int], *, lock: bool = False) -> dict[int, str]:
+    """Current states of these jobs (locked FOR UPDATE on the servers when asked)."""
+    tail = " FOR UPDATE" if lock and conn.dialect.name != "sqlite" else ""
+    return {int(i): st for i, st in db.raw_in(conn, "SELECT id, state FROM jobs WHERE id IN", ids, tail)}
+
+
+def children_of(conn: Connection, parent_ids: Sequence[int]) -> list[int]:
+    rows = db.raw_in(conn, "SELECT child_id FROM job_parents WHERE parent_id IN", parent_ids)
+    return sorted({int(r[0]) for r in rows})
+
+
+def release_children(conn: Connection, parent_ids: Sequence[int], actor: str) -> list[int]:
+    """Children in AWAITING_PARENTS whose parents have all finished move on: READY, and further if they can."""
+    kids = children_of(conn, parent_ids)
+    if not kids:
+        return []
+    p = jobs.alias("p")
+    unfinished = exists().where(and_(job_parents.c.child_id == jobs.c.id, p.c.id == job_parents.c.parent_id,
+                                     p.c.state != S.JOB_FINISHED))
+    changes = []
+    for i in range(0, len(kids), 900):
+        q = (select(jobs.c.id, jobs.c.stage_in, apps.c.preprocess)
+             .join(apps, apps.c.id == jobs.c.app_id)
+             .where(jobs.c.id.in_(kids[i : i + 900]), jobs.c.state == S.AWAITING_PARENTS, ~unfinished))
+        for r in conn.execute(q):
+            path = ready_path(bool(r.stage_in), bool(r.preprocess))
+            changes.append(Change(r.id, S.AWAITING_PARENTS, path[-1], via=path[:-1]))
+    return [c.job_id for c in apply(conn, changes, actor, strict=False)]
+
+
+def fail_children(conn: Connection, parent_ids: Sequence[int], actor: str) -> None:
+    """Children still waiting on a FAILED or USER_KILLED parent will never run: they fail, saying why."""
+    kids = children_of(conn, parent_ids)
+    if not kids:
+        return
+    pj = jobs.alias("pj")
+    changes = []
+    for i in range(0, len(kids), 900):
+        q = (select(jobs.c.id, jobs.c.state, pj.c.id.label("pid"), pj.c.state.label("pstate"))
+             .join(job_parents, job_parents.c.child_id == jobs.c.id)
+             .join(pj, pj.c.id == job_parents.c.parent_id)
+             .where(jobs.c.id.in_(kids[i : i + 900]), jobs.c.state.in_(list(WAITING)),
+                    pj.c.state.in_([S.FAILED, S.USER_KILLED])))
+        seen: set[int] = set()
+        for r in conn.execute(q):
+            if r.id in seen:
+                continue
+            seen.add(r.id)
+            msg = f"parent {r.pid} ended {r.pstate}"
+            if r.state == S.CREATED:
+                changes.append(Change(r.id, S.CREATED, S.FAILED, msg, via=(S.AWAITING_PARENTS,)))
+            else:
+                changes.append(Change(r.id, r.state, S.FAILED, msg))
+    apply(conn, changes, actor, strict=False)
+
+
+def write_changes(ws: WorkspaceBase, changes: Sequence[Change], actor: str) -> list[Change]:
+    """The launcher's batched write: apply (non-strict, no row locks: the launcher holds its jobs) in one
+    transaction; returns the changes that took effect."""
+    with ws.write() as conn:
+        return apply(conn, changes, actor, strict=False, lock=False)
