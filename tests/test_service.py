@@ -136,3 +136,27 @@ def test_pinned_jobs_only_count_for_their_queue(sqlite_ws: Workspace) -> None:
     p = svc.run_once()
     assert p.work == {"cpu": 0, "gpu": 4}
     assert [b["queue"] for b in ws.batch_jobs()] == ["gpu"]
+
+
+def test_the_local_scheduler_gets_one_launcher_of_one_node(sqlite_ws: Workspace) -> None:
+    """This machine is one node: `service --once` used to start five launchers of 16 "nodes" at once."""
+    ws = sqlite_ws
+    ws.add_app("nap", "/bin/sleep 30")
+    ws.add_jobs([{"name": f"n{i}", "app": "nap"} for i in range(400)])
+    svc = local(ws)
+    try:
+        first = svc.run_once()
+        assert len(first.submitted) == 1
+        (b,) = ws.batch_jobs()
+        assert b["num_nodes"] == 1
+        assert svc.run_once().submitted == []  # one launcher at a time, queued or running
+    finally:
+        for row in ws.batch_jobs(active_only=True):
+            cancel(ws, svc.sched, row["id"])
+
+
+def test_a_batch_request_no_scheduler_can_honour_records_nothing(sqlite_ws: Workspace) -> None:
+    ws = sqlite_ws
+    with pytest.raises(UserError, match="line break"):
+        submit(ws, get_scheduler("slurm"), nodes=1, wall_time_min=10, queue="debug\nrm -rf /")
+    assert ws.batch_jobs() == []

@@ -30,6 +30,7 @@ from sluice.api.batch import ACTIVE, WAITING
 from sluice.config import QueuePolicy
 from sluice.errors import Fault, UserError, one_line
 from sluice.schedulers import BatchRequest, BatchState, Scheduler, SchedulerError, get_scheduler
+from sluice.schedulers.base import validate
 
 log = logging.getLogger("sluice.service")
 
@@ -64,15 +65,20 @@ def submit(ws: Workspace, sched: Scheduler, *, nodes: int, wall_time_min: float,
     if job_mode not in ("serial", "mpi"):
         raise UserError(f"job mode must be serial or mpi, got {job_mode!r}")
     wall = max(1, math.ceil(wall_time_min))
+
+    def request(bid: int) -> BatchRequest:
+        env = {environ.WORKSPACE: str(ws.path), environ.BATCH_ID: str(bid)}
+        if queue:
+            env[environ.QUEUE] = queue
+        return BatchRequest(command=launcher_command(ws, job_mode, idle_timeout), num_nodes=nodes,
+                            wall_time_min=wall, workdir=ws.config.logs_dir / "batch" / str(bid), queue=queue,
+                            project=project, job_name=f"sluice-{bid}", env=env, extra=list(extra))
+
+    validate(request(0))  # a request no scheduler can honour is the user's mistake: nothing is recorded
     bid = batch.add(ws, scheduler=sched.name, num_nodes=nodes, wall_time_min=wall, queue=queue, project=project,
                     job_mode=job_mode)
-    workdir = ws.config.logs_dir / "batch" / str(bid)
-    env = {environ.WORKSPACE: str(ws.path), environ.BATCH_ID: str(bid)}
-    if queue:
-        env[environ.QUEUE] = queue
-    req = BatchRequest(command=launcher_command(ws, job_mode, idle_timeout), num_nodes=nodes, wall_time_min=wall,
-                       workdir=workdir, queue=queue, project=project, job_name=f"sluice-{bid}", env=env,
-                       extra=list(extra))
+    req = request(bid)
+    workdir = req.workdir
     try:
         native = sched.submit(req)
         values: dict[str, Any] = {"native_id": native, "state": "queued", "workdir": str(workdir)}

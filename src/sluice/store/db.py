@@ -20,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from sluice import config
-from sluice.errors import DatabaseError, SchemaOutOfDate, UserError
+from sluice.errors import DatabaseError, DiskFull, Fault, SchemaOutOfDate, UserError, one_line
 
 HEAD = config.SCHEMA_HEAD
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -98,33 +98,61 @@ def _sqlite_begin(conn: Connection) -> None:
 
 @contextmanager
 def write(eng: Engine) -> Iterator[Connection]:
-    """A write transaction: committed on success, rolled back on error; BEGIN IMMEDIATE on SQLite."""
-    with eng.connect() as conn:
-        conn.execution_options(sluice_write=True)
-        with conn.begin():
-            yield conn
+    """A write transaction: committed on success, rolled back on error; BEGIN IMMEDIATE on SQLite.
+    The driver's errors come out as Faults (fault())."""
+    try:
+        with eng.connect() as conn:
+            conn.execution_options(sluice_write=True)
+            with conn.begin():
+                yield conn
+    except sa_exc.DBAPIError as e:
+        raise fault(e) from e
 
 
 @contextmanager
 def read(eng: Engine) -> Iterator[Connection]:
     """A read-only transaction (a consistent snapshot)."""
-    with eng.connect() as conn, conn.begin():
-        yield conn
+    try:
+        with eng.connect() as conn, conn.begin():
+            yield conn
+    except sa_exc.DBAPIError as e:
+        raise fault(e) from e
 
 
 TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
+_FULL = re.compile(r"disk is full|no space left|disk full|table '?[^ ]*'? is full|quota exceeded|could not extend",
+                   re.I)
+_FULL_CODES = {"53100"}  # PostgreSQL's disk_full
+_FULL_ERRNOS = {1021, 1114, 3}  # MariaDB: disk full, table full, error writing file
+
+
+def fault(e: sa_exc.DBAPIError) -> Fault:
+    """The Fault a driver error stands for: DiskFull (retrying cannot help: say so at once), or a
+    DatabaseError, transient when the server or a lock may answer on the next try."""
+    orig = e.orig
+    code = getattr(orig, "sqlstate", None)
+    errno = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    msg = _short(e)
+    if code in _FULL_CODES or errno in _FULL_ERRNOS or _FULL.search(msg):
+        return DiskFull(f"the disk holding the database is full ({msg}); free space or raise the quota, then "
+                        "start again: no job is lost")
+    err = DatabaseError(f"database error: {msg}")
+    err.transient = isinstance(e, TRANSIENT)
+    return err
 
 
 def retry(fn: Callable[[], T], *, attempts: int = 30, delay: float = 0.5, max_delay: float = 5.0) -> T:
-    """Run fn, retrying transient database errors (server restart, lock timeout) with backoff.
+    """Run fn, retrying transient database errors (server restart, lock timeout) with backoff. A full disk, or
+    anything else, is raised at once.
 
     Balsam sent a job to FAILED on any exception in a transition; a database hiccup is not the job's fault.
     """
     for i in range(attempts):
         try:
             return fn()
-        except TRANSIENT:
-            if i == attempts - 1:
+        except (DatabaseError, *TRANSIENT) as e:
+            transient = e.transient if isinstance(e, Fault) else not _FULL.search(str(e))
+            if not transient or i == attempts - 1:
                 raise
             time.sleep(min(max_delay, delay * (2**i)))
     raise AssertionError("unreachable")
@@ -170,7 +198,7 @@ def connect(url: str) -> Engine:
     except sa_exc.DBAPIError as e:
         raise DatabaseError(f"cannot open database {redact(url)}: {_short(e)}") from None
     if rev is None:
-        raise DatabaseError(
+        raise UserError(
             f"database {redact(url)} has no sluice schema; run `sluice db upgrade` (or `sluice init`)"
         )
     if rev != HEAD:
@@ -178,13 +206,13 @@ def connect(url: str) -> Engine:
             raise SchemaOutOfDate(
                 f"database schema is at revision {rev}, this sluice needs {HEAD}: run `sluice db upgrade`"
             )
-        raise DatabaseError(f"database schema {rev} is newer than this sluice ({HEAD}): upgrade sluice")
+        raise UserError(f"database schema {rev} is newer than this sluice ({HEAD}): upgrade sluice")
     return eng
 
 
 def _short(e: sa_exc.DBAPIError) -> str:
     """The driver's first line, without SQL or URLs (which could hold a password)."""
-    msg = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e).splitlines()[0]
+    msg = one_line(e.orig if e.orig is not None else e)
     return re.sub(r"password=\S+", "password=***", msg)
 
 
