@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sluice import environ
 from sluice.errors import UserError, WorkspaceNotFound
 
 CONFIG_NAME = "sluice.toml"
-ENV_WORKSPACE = "SLUICE_WORKSPACE"
-ENV_DB_URL = "SLUICE_DB_URL"
+ENV_WORKSPACE = environ.WORKSPACE
+ENV_DB_URL = environ.DB_URL
 SCHEMA_HEAD = "0001"
 """The newest migration in sluice/migrations/versions; a test keeps the two in step."""
 

@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 
 import click
 
+from sluice.environ import WORKSPACE as ENV_WORKSPACE
+
 # verb -> (module, attribute). Order is the order `sluice --help` lists them in.
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("sluice.cli.workspace", "init"),
@@ -159,7 +161,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 @click.group(cls=SluiceGroup, context_settings=CONTEXT,
              epilog="Example: sluice init ~/campaign && cd ~/campaign && sluice ls --summary")
-@click.option("--workspace", "-w", "workspace", metavar="PATH", envvar="SLUICE_WORKSPACE",
+@click.option("--workspace", "-w", "workspace", metavar="PATH", envvar=ENV_WORKSPACE,
               help="The workspace to use (default: $SLUICE_WORKSPACE, else the current directory or a parent).")
 @click.version_option(package_name="sluice", prog_name="sluice")
 @click.pass_context

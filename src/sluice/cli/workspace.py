@@ -21,6 +21,7 @@ def init(path: str, db_url: str | None, scheduler: str) -> None:
     PATH becomes a directory holding sluice.toml (settings), the job database (an SQLite file unless
     --db names a server), data/ (job working directories) and logs/.
     """
+    from sluice import environ
     from sluice.api import Workspace
     from sluice.api.admin import redact
 
@@ -29,7 +30,7 @@ def init(path: str, db_url: str | None, scheduler: str) -> None:
     click.echo(f"  database:  {redact(ws.config.db_url)}")
     click.echo(f"  scheduler: {scheduler} (settings in {ws.path / 'sluice.toml'})")
     click.echo("Next:")
-    click.echo(f"  cd {ws.path}    (or export SLUICE_WORKSPACE={ws.path})")
+    click.echo(f"  cd {ws.path}    (or export {environ.WORKSPACE}={ws.path})")
     click.echo("  sluice app add sim --command 'simulate --temp {temp}'")
     click.echo("  sluice job --name t300 --workflow scan --app sim --param temp=300")
     click.echo("  sluice ls")

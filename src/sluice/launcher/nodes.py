@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from sluice import environ
+
 __all__ = ["Allocation", "Node", "discover", "expand_hostlist", "expand_cpus_per_node", "expand_ranges"]
 
 
@@ -237,7 +239,7 @@ def _local(env: Mapping[str, str], run: Runner) -> Allocation:
 
 
 def _apply_overrides(alloc: Allocation, env: Mapping[str, str]) -> Allocation:
-    cores, gpus = env.get("SLUICE_CORES_PER_NODE"), env.get("SLUICE_GPUS_PER_NODE")
+    cores, gpus = env.get(environ.CORES_PER_NODE), env.get(environ.GPUS_PER_NODE)
     if not cores and not gpus:
         return alloc
     nodes = tuple(
@@ -273,8 +275,8 @@ def discover(
         alloc = _local(env, run)
     alloc = _apply_overrides(alloc, env)
     end = alloc.end_time
-    if env.get("SLUICE_ALLOCATION_END"):
-        end = float(env["SLUICE_ALLOCATION_END"])
+    if env.get(environ.ALLOCATION_END):
+        end = float(env[environ.ALLOCATION_END])
     elif end is None and wall_time_min is not None:
         end = now + wall_time_min * 60
     return Allocation(alloc.kind, alloc.nodes, end, alloc.batch_id)

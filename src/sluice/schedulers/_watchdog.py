@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from sluice import environ
+
 _cancelled = False
 
 
@@ -71,8 +73,8 @@ def run(status: Path, seconds: float, grace: float, argv: list[str]) -> int:
     start = time.time()
     end = start + seconds
     env = dict(os.environ)
-    env["SLUICE_ALLOCATION_END"] = str(int(end))
-    env["SLUICE_BATCH_JOB"] = f"local:{os.getpid()}:{proc_start_time(os.getpid())}"
+    env[environ.ALLOCATION_END] = str(int(end))
+    env[environ.BATCH_JOB] = f"local:{os.getpid()}:{proc_start_time(os.getpid())}"
     try:
         child = subprocess.Popen(argv, env=env, start_new_session=True)
     except OSError as exc:

@@ -38,6 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+from sluice import environ
 from sluice.errors import Fault, UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ def script_text(req: BatchRequest, directives: Sequence[str], batch_job_var: str
     """The batch script: directives, env exports, then ``exec`` of the launcher argv (``req`` validated)."""
     lines = ["#!/bin/bash", *directives, "", f"cd {shlex.quote(str(req.workdir))}"]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in req.env.items()]
-    lines.append(f'export SLUICE_BATCH_JOB="{batch_job_var}"')
+    lines.append(f'export {environ.BATCH_JOB}="{batch_job_var}"')
     lines.append(f"exec {shlex.join(req.command)}")
     return "\n".join(lines) + "\n"
 
