@@ -1,19 +1,7 @@
 """`sluice submit FILE`: a whole workflow (apps and jobs with dependencies) from one YAML or JSON file.
 
-The file format and its checks are sluice.api.workflow_file's; this is the command.
-
-    workflow: scan                    # default workflow of the file's jobs
-    apps:
-      sim: {command: "simulate --temp {temp}", description: "MD run"}
-      ana: "analyse --in {input}"     # a bare string is the command
-    jobs:
-      - {name: t300, app: sim, params: {temp: 300}, num_nodes: 2, wall_time_min: 30}
-      - {name: t310, app: sim, params: {temp: 310}}
-      - {name: summary, app: ana, params: {input: all}, parents: [t300, t310]}
-
-Everything is checked before anything is written: a bad file names the entry and the problem, and changes
-nothing. Jobs are added in dependency order (each layer in one transaction, with its parents known), so no
-job is ever runnable before its parents are recorded.
+The file's format and its checks are sluice.api.workflow_file's (the same rules as the API's add_jobs); this
+module is the command: it checks the whole file, then writes it or, with --dry-run, says what it would write.
 """
 
 from __future__ import annotations
