@@ -28,7 +28,7 @@ from pathlib import Path
 
 from _common import ROOT, add_db_arg, backend_name, load, median, workspace
 
-from sluice.api import EVENT_INSERT_COLUMNS, JOB_INSERT_COLUMNS
+from sluice.api.insert import EVENT_INSERT_COLUMNS, JOB_INSERT_COLUMNS
 from sluice.store import db
 
 
@@ -101,9 +101,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--target", type=float, default=5.0, help="seconds (pass/fail line)")
     ap.add_argument("--profile", action="store_true", help="one cProfile'd add_jobs run, then exit")
-    ap.add_argument("--base-rev", default="ac373f1",
-                    help="git revision whose add_jobs is the baseline (default: the last one before the "
-                         "optimisation); 'none' to skip")
+    ap.add_argument("--base-rev", default="none",
+                    help="git revision whose src/sluice/api.py add_jobs is a second baseline, or 'none'; only "
+                         "revisions from before the sluice.api package (c050221 and older) have that file, and "
+                         "they import sluice.db, so run them from a checkout of their own (bench/README.md)")
     ap.add_argument("--index-costs", action="store_true",
                     help="time add_jobs without ix_jobs_name / ix_events_to_state_timestamp vs with them")
     add_db_arg(ap)

@@ -43,7 +43,7 @@ def main() -> None:
                 "ready50": [py, "-m", "sluice", "ls", "--state", "READY", "--limit", "50"]}
         base = [py, "-c", "pass"]
         imp = [py, "-c", "import sluice.cli.main"]
-        imp_api = [py, "-c", "import sluice.api"]
+        imp_api = [py, "-c", "import sluice.api.workspace"]
         opened = [py, "-c", "from sluice.api import Workspace; Workspace.open()"]
         out = subprocess.run(cmds["summary"], env=env, capture_output=True, text=True)
         cli_ok = out.returncode == 0

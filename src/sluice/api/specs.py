@@ -120,12 +120,13 @@ def job_row(s: Mapping[str, Any], app_rows: Mapping[str, dict[str, Any]], now: f
     params = get("params") or {}
     if params.keys() != want:
         templates.check_params(app_row["name"], app_row["command"], params)
-    base = {"_app": app_row["name"], "name": name, "workflow": workflow, "app_id": app_row["id"],
-            "created_at": now, "updated_at": now}
     if keys <= _PLAIN_FIELDS:  # name, app, workflow, params, parents only: everything else is a default
-        row = {**base, "params": (params if type(params) is dict else dict(params)) or None, **STORED_DEFAULTS}
+        row = {"_app": app_row["name"], "name": name, "workflow": workflow, "app_id": app_row["id"],
+               "params": (params if type(params) is dict else dict(params)) or None, **STORED_DEFAULTS,
+               "created_at": now, "updated_at": now}
     else:
-        row = {**base, **STORED_DEFAULTS, "params": dict(params) or None, **_given(s)}
+        row = {"_app": app_row["name"], "name": name, "workflow": workflow, "app_id": app_row["id"],
+               **STORED_DEFAULTS, "params": dict(params) or None, **_given(s), "created_at": now, "updated_at": now}
     ps = get("parents")
     parents = sorted({job_id_of(p) for p in ps}) if ps else []
     return row, parents
