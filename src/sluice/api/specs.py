@@ -16,6 +16,7 @@ from sluice.errors import UserError
 from sluice.schema import INT_FIELDS, STORED_DEFAULTS, USER_FIELDS
 from sluice.states import RETRY_POLICIES
 from sluice.timefmt import wall_minutes
+from sluice.transfers import entries
 
 JOB_FIELDS = frozenset({*USER_FIELDS, "app", "parents"})
 """What a job spec may hold."""
@@ -144,7 +145,8 @@ def _given(s: Mapping[str, Any]) -> dict[str, Any]:
         v = get(key)
         if v is not None and not isinstance(v, list | tuple):
             raise UserError(f"{key} must be a list of URLs or {{src, dest}} entries")
-        out[key] = list(v) if v else None
+        out[key] = [dict(x) if isinstance(x, Mapping) else x for x in v] if v else None
+    entries.check(out["stage_in"], out["stage_out"])
     for key in INT_FIELDS:
         default = STORED_DEFAULTS[key]
         out[key] = positive_int(s, key, default, minimum=0 if key in ("gpus_per_rank", "max_retries") else 1)

@@ -102,9 +102,19 @@ def job_spec_options(f: F) -> F:
                      help="Working directory (default data/WORKFLOW/NAME_ID in the workspace)."),
         click.option("--parent", "parents", multiple=True, metavar="JOB", help="A job this one waits for. Repeatable."),
         click.option("--stage-in", "--stage-in-url", "--url-in", "stage_in", multiple=True, metavar="URL",
-                     help="Copy this into the working directory before the run. Repeatable."),
+                     help="Bring this file (path, host:path, rsync://, http(s)://, globus://; globs too) into the "
+                          "working directory before the run, under its own name. Repeatable."),
+        click.option("--stage-in-as", "stage_in_as", multiple=True, nargs=2, metavar="URL PATH",
+                     help="Bring URL to PATH (relative to the working directory). Repeatable."),
+        click.option("--from-parents", "from_parents", multiple=True, metavar="GLOB",
+                     help="Bring every parent's files matching GLOB, each parent's into <name>_<id>/. Repeatable."),
+        click.option("--parents-layout", type=click.Choice(["by-parent", "flat"]), default=None,
+                     help="flat: --from-parents files straight into the working directory (a name given by two "
+                          "parents then fails the stage-in; nothing is overwritten)."),
         click.option("--stage-out", "--stage-out-url", "--url-out", "stage_out", multiple=True, metavar="URL",
-                     help="Copy outputs here after the run. Repeatable."),
+                     help="After a good run send the file named like URL's last part there. Repeatable."),
+        click.option("--stage-out-as", "stage_out_as", multiple=True, nargs=2, metavar="PATH URL",
+                     help="After a good run send PATH (or glob) of the working directory to URL. Repeatable."),
         click.option("--queue", metavar="Q", help="Batch queue this job must run in."),
         click.option("--machine", metavar="M", help="Machine this job must run on."),
         click.option("--json", "as_json", is_flag=True, help="Print the new job as JSON."),
@@ -113,6 +123,15 @@ def job_spec_options(f: F) -> F:
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def stage_list(kw: Mapping[str, Any], way: str) -> list[Any]:
+    """The stage_in or stage_out entries the options say (checked by the API like any job field)."""
+    if way == "out":
+        return [*(kw.get("stage_out") or ()), *({"src": p, "dest": u} for p, u in kw.get("stage_out_as") or ())]
+    layout = kw.get("parents_layout")
+    return [*(kw.get("stage_in") or ()), *({"src": u, "dest": p} for u, p in kw.get("stage_in_as") or ()),
+            *({"parents": g, **({"layout": layout} if layout else {})} for g in kw.get("from_parents") or ())]
 
 
 def build_spec(ws: Workspace, kw: Mapping[str, Any]) -> dict[str, Any]:
@@ -131,8 +150,8 @@ def build_spec(ws: Workspace, kw: Mapping[str, Any]) -> dict[str, Any]:
         "data": parse_json(kw.get("data"), "--data"),
         "max_retries": kw.get("max_retries"),
         "workdir": kw.get("workdir"),
-        "stage_in": list(kw.get("stage_in") or ()) or None,
-        "stage_out": list(kw.get("stage_out") or ()) or None,
+        "stage_in": stage_list(kw, "in") or None,
+        "stage_out": stage_list(kw, "out") or None,
         "queue": kw.get("queue"),
         "machine": kw.get("machine"),
     }
