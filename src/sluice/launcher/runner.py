@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sluice import environ, templates
+from sluice import environ, states, templates
 from sluice.api.claims import Claimed
 from sluice.api.records import job_path
 from sluice.launcher.agent import AgentClient
@@ -21,8 +22,31 @@ from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
 from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner, make_dir
+from sluice.states import Change
 
 _NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
+
+
+def outcome(c: Claimed, ev: Event, cut_short: str | None, *, pool: bool) -> tuple[list[Change], str | None]:
+    """The changes that a job's "exit" or "error" event makes, and the state to hand to the transition pool
+    (None: nothing to do there, or `pool` is False because the launcher is stopping). `cut_short`: the launcher
+    stopped the job, and why; one that still exited 0 had finished its work and counts as done."""
+    t = float(ev.get("t") or time.time())
+    if ev.get("ev") == "error":
+        rc, timed_out, why = 127, False, str(ev.get("msg"))
+    elif cut_short is not None and int(ev.get("rc", -15)) != 0:
+        rc, timed_out, why = int(ev.get("rc", -15)), True, f"stopped: {cut_short}"
+    else:
+        rc, timed_out, why = int(ev["rc"]), bool(ev.get("timed_out")), None
+        if timed_out:
+            why = f"exceeded its wall time of {c.wall_time_min:g} min"
+    after = states.exit_state(rc, timed_out)
+    needs = states.needs_hook(after, postprocess=c.postprocess, stage_out=c.stage_out, error_handler=c.error_handler,
+                              timeout_handler=c.timeout_handler)
+    changes, to_pool = states.after_exit(c.id, rc, timed_out, retry_count=c.retry_count, max_retries=c.max_retries,
+                                         on_error=c.on_error, on_timeout=c.on_timeout, needs_pool=needs and pool, t=t,
+                                         why=why)
+    return changes, (after if to_pool else None)
 
 
 class Runner:

@@ -8,10 +8,14 @@ FAILED only for its own faults, with the reason in its history.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sluice import environ, transfers
@@ -129,3 +133,42 @@ def _preprocess(ws: Workspace, job: Job, hook: str | None, frm: str, staged: boo
         if not ok:
             return out + [Change(job.id, frm, S.FAILED, msg, fields=FREE)]
     return out + [Change(job.id, frm, S.PREPROCESSED, None, fields=FREE)]
+
+
+class Pool:
+    """`process` for jobs between runs, in `workers` threads beside the launching loop (at most 4 a worker
+    queued). What a job's work produced goes to `on_done(changes)`, from a pool thread; a failure that is not
+    the job's (the database, the file system) to `on_error(job_id, exception)`."""
+
+    def __init__(self, ws: Workspace, workers: int, *, on_done: Callable[[list[Change]], None],
+                 on_error: Callable[[int, Exception], None]) -> None:
+        self.ws = ws
+        self.limit = 4 * workers
+        self.on_done = on_done
+        self.on_error = on_error
+        self.inflight = 0
+        self._lock = threading.Lock()
+        self._exec = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sluice-transition")
+
+    def room(self) -> int:
+        return max(0, self.limit - self.inflight)
+
+    def submit(self, job_id: int, state: str) -> None:
+        with self._lock:
+            self.inflight += 1
+        fut = self._exec.submit(process, self.ws, job_id, state)
+        fut.add_done_callback(functools.partial(self._processed, job_id))
+
+    def _processed(self, job_id: int, fut: Future[list[Change]]) -> None:
+        with self._lock:
+            self.inflight -= 1
+        try:
+            changes = fut.result()
+        except Exception as e:
+            self.on_error(job_id, e)
+            return
+        self.on_done(changes)
+
+    def shutdown(self) -> None:
+        """Wait for the work under way; what is queued is dropped (reported to `on_error`)."""
+        self._exec.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,68 @@
+"""What a launcher is told (Options), the jobs that lets it take (selection), and what it reports when it
+returns (Summary)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from sluice import environ
+from sluice.api.claims import Selection
+from sluice.launcher.nodes import Allocation
+
+
+@dataclass
+class Options:
+    """What `sluice launcher` takes; every field has a sensible default."""
+
+    job_mode: str = "serial"
+    workflows: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    max_jobs: int | None = None
+    max_ranks: int | None = None
+    wall_time_min: float | None = None
+    idle_timeout: float = 10.0
+    consume_all: bool = False
+    claim_batch: int = 2000
+    buffer_s: float = 4.0
+    flush_interval: float = 0.05
+    heartbeat_s: float = 10.0
+    stale_after_s: float = 60.0
+    end_margin_s: float | None = None
+    kill_grace_s: float = 10.0
+    launch_interval_s: float = 0.0
+    max_launches: int | None = None
+    workers: int = 2
+    status: bool = True
+    mpi_launcher: str | None = None
+    batch_job_id: int | None = None
+    queue: str | None = None
+    machine: str | None = None
+    loop_slice_us: int = 100  # the CPU slice the main loop asks for (latency.py); 0: the kernel's default
+
+
+def selection(opts: Options, alloc: Allocation, machine: str | None) -> Selection:
+    """The jobs a launcher with these options may claim: its workflows, tags and pins, and what fits `alloc`."""
+    nodes = alloc.nodes
+    return Selection(
+        workflows=tuple(opts.workflows), tags=tuple(opts.tags), max_nodes=len(nodes) if opts.job_mode == "mpi" else 1,
+        max_cores=max((n.cores for n in nodes), default=1), max_gpus=max((len(n.gpus) for n in nodes), default=0),
+        serial_only=opts.job_mode == "serial", queue=opts.queue or os.environ.get(environ.QUEUE),
+        machine=opts.machine or machine)
+
+
+@dataclass
+class Summary:
+    session_id: int = 0
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    retried: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        rate = self.started / self.seconds if self.seconds > 0 else 0.0
+        return (f"launcher {self.session_id}: {self.started} started, {self.finished} finished, {self.failed} failed, "
+                f"{self.retried} to retry in {self.seconds:.1f} s ({rate:.0f} jobs/s); stopped: {self.reason}")

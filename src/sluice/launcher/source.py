@@ -1,0 +1,189 @@
+"""The launcher's claiming thread: a buffer of claimed runnable jobs, and work for the transition pool.
+
+It knows the workspace, its session, the selection and the options, and reads the launcher it feeds only
+through `Progress` (a few read-only numbers and questions). It hands work over through its `buffer` (a deque:
+it appends claimed jobs in claim order, the main loop pops them from the left) and through callbacks:
+`prepare` (make the jobs' directories, off the main loop), `process` (a job for the transition pool) and
+`wake` (new work is there).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from sluice.api import Workspace, claims, sessions
+from sluice.api.claims import Claimed, Selection
+from sluice.errors import one_line
+from sluice.launcher.options import Options
+from sluice.states import PROCESSABLE
+
+log = logging.getLogger("sluice.launcher")
+
+
+class Progress(Protocol):
+    """What the source reads of the launcher it feeds; it never changes any of it."""
+
+    @property
+    def ended(self) -> int:
+        """Running jobs that have ended so far (the pace claims follow)."""
+
+    @property
+    def started(self) -> int:
+        """Jobs started so far (against --max-jobs)."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def waiting(self) -> int:
+        """Claimed jobs taken from the buffer that have not started yet."""
+
+    def busy(self) -> bool:
+        """Anything running, waiting to start or in the transition pool."""
+
+    def pool_room(self) -> int:
+        """How many more jobs the transition pool takes now."""
+
+    def settled(self) -> bool:
+        """Nothing claimed is left anywhere, and every change handed over so far is written."""
+
+    def time_left_min(self) -> float | None:
+        """Minutes left in the allocation (None: no end)."""
+
+
+class Source(threading.Thread):
+    """Keeps a buffer of claimed runnable jobs and feeds processable jobs to the transition pool."""
+
+    def __init__(self, ws: Workspace, session_id: int, actor: str, selection: Selection, opts: Options,
+                 capacity: int, progress: Progress, *, prepare: Callable[[list[Claimed]], None],
+                 process: Callable[[int, str], None], wake: Callable[[], None]) -> None:
+        super().__init__(name="sluice-source", daemon=True)
+        self.ws = ws
+        self.session_id = session_id
+        self.actor = actor
+        self.selection = selection
+        self.opts = opts
+        self.capacity = capacity
+        self.progress = progress
+        self.prepare = prepare
+        self.process = process
+        self.wake = wake
+        self.buffer: deque[Claimed] = deque()
+        self.cv = threading.Condition()
+        self.stopped = False
+        self.idle_since: float | None = None
+        self.nothing_left = False
+        self.skip: set[int] = set()
+        self.next_claim = 0.0
+        self.rate = 0.0  # jobs ending per second, measured
+        self._mark = (time.monotonic(), 0)
+
+    def target(self) -> int:
+        """How many claimed jobs to hold: about `buffer_s` seconds of work at the pace jobs end, so the main loop
+        never waits for a claim, yet a launcher of hour-long jobs holds a few, not hundreds that other launchers
+        could be running. 4 s and up to 2,000 a claim (fewer write transactions) ran 10,000 no-op jobs a few %
+        faster than 1 s and 500 in interleaved runs (bench/README.md)."""
+        return max(2 * self.capacity, min(self.opts.claim_batch, int(self.rate * self.opts.buffer_s)))
+
+    def _measure(self, now: float) -> None:
+        t, n = self._mark
+        # the pace at which slots free up, not launches: the first launches only fill the empty slots (with
+        # hour-long jobs, 2 starts in the first quarter second are no rate at all)
+        ended = self.progress.ended
+        # re-estimate every 0.25 s, or sooner once a window saw a few rounds of jobs (a fast start ramps
+        # up in tens of milliseconds instead of claiming a handful at a time for a quarter second)
+        if now - t >= 0.25 or (now - t >= 0.02 and ended - n >= 4 * self.capacity):
+            # a lull (all slots busy with long jobs) lowers the estimate gradually, not at once
+            self.rate = max((ended - n) / (now - t), 0.7 * self.rate)
+            self._mark = (now, ended)
+
+    def level(self) -> int:
+        return len(self.buffer) + self.progress.waiting()
+
+    def want(self) -> int:
+        cap = self.target()
+        if self.opts.max_jobs is not None:
+            cap = min(cap, self.opts.max_jobs - self.progress.started)
+        return max(0, cap - self.level())
+
+    def low(self) -> bool:
+        """Time to claim: the buffer is half empty (claims come in full batches of adjacent ids)."""
+        return self.level() <= self.target() // 2
+
+    def nudge(self) -> None:
+        """From the consumer: wake the thread if the buffer runs low and a claim is due."""
+        if self.low() and time.monotonic() >= self.next_claim:
+            self.poke()
+
+    def exclude(self, job_id: int) -> None:
+        """Never buffer this job again (it can never fit this allocation)."""
+        self.skip.add(job_id)
+
+    def run(self) -> None:
+        ws, opts, progress = self.ws, self.opts, self.progress
+        next_recover = time.monotonic() + opts.heartbeat_s
+        next_processable = 0.0
+        while not self.stopped:
+            got = 0
+            try:
+                now = time.monotonic()
+                self._measure(now)
+                n = self.want()
+                if n > 0 and self.low() and not progress.stopping and now >= self.next_claim:
+                    k = min(n, opts.claim_batch)
+                    got = ws.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
+                    # nothing to claim: new work appears at human speed, and an empty write transaction
+                    # (the database lock, a commit) per main-loop wake-up would tax every running job
+                    self.next_claim = 0.0 if got else now + 0.25
+                now = time.monotonic()
+                if progress.pool_room() > 0 and not progress.stopping and now >= next_processable:
+                    took = ws.retry(lambda: self._claim_processable(progress.pool_room()), attempts=20)
+                    next_processable = now + (0.0 if took else 0.5)  # an empty write transaction is not free
+                    got += took
+                if not got and progress.settled():
+                    self.nothing_left = ws.retry(lambda: claims.nothing_left(ws, self.selection), attempts=20)
+                    if self.nothing_left:
+                        self.wake()
+                if time.monotonic() >= next_recover:
+                    sessions.recover(ws, stale_after=opts.stale_after_s, actor=self.actor, exclude=self.session_id)
+                    next_recover = time.monotonic() + opts.heartbeat_s
+            except Exception as e:
+                log.warning("claiming failed, will retry: %s", one_line(e, 200))
+            if got:
+                self.idle_since = None
+                self.wake()
+            elif progress.busy():
+                self.idle_since = None  # busy is not idle: the idle timeout counts from when work ran out
+            elif self.idle_since is None:
+                self.idle_since = time.monotonic()
+            with self.cv:
+                if not self.stopped:
+                    self.cv.wait(0.01 if got else 0.25)
+
+    def _claim(self, n: int) -> int:
+        got = claims.claim(self.ws, self.session_id, self.selection, n, max_wall_min=self.progress.time_left_min())
+        fresh = [c for c in got if c.id not in self.skip]
+        self.prepare(fresh)
+        self.buffer.extend(fresh)
+        return len(got)
+
+    def _claim_processable(self, n: int) -> int:
+        got = claims.claim(self.ws, self.session_id, self.selection, n, states=PROCESSABLE)
+        for c in got:
+            self.process(c.id, c.state)
+        return len(got)
+
+    def poke(self) -> None:
+        with self.cv:
+            self.cv.notify()
+
+    def stop(self, wait: bool = True) -> None:
+        with self.cv:
+            self.stopped = True
+            self.cv.notify()
+        if wait:
+            self.join()
