@@ -39,6 +39,21 @@ class QueuePolicy:
 
 
 @dataclass(frozen=True)
+class TransferPolicy:
+    """How data moves (`[transfers]` in sluice.toml)."""
+
+    where: str = "launcher"
+    """`launcher`: launchers stage their jobs in; `service`: the service does it on the login node (compute
+    nodes without network), and launchers claim only jobs whose data is in place."""
+    concurrency: int = 4
+    """Transfer batches (one per endpoint pair) running at once."""
+    attempts: int = 5
+    """Tries of a batch that fails for a reason a retry can help (network, a busy remote)."""
+    backoff_s: float = 2.0
+    """The wait before the second try; it doubles each time."""
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything read from sluice.toml, with defaults for what it leaves out."""
 
@@ -49,6 +64,7 @@ class Config:
     queues: dict[str, QueuePolicy] = field(default_factory=dict)
     launcher: dict[str, Any] = field(default_factory=dict)
     machine: str | None = None
+    transfers: TransferPolicy = field(default_factory=TransferPolicy)
 
     @property
     def data_dir(self) -> Path:
@@ -101,6 +117,14 @@ def load(path: Path) -> Config:
             queues[name] = QueuePolicy(name=name, extra=extra, **q)
         except TypeError as e:
             raise UserError(f"{f}: [queues.{name}]: {e}; see `sluice service --help`") from None
+    try:
+        transfers = TransferPolicy(**raw.get("transfers", {}))
+    except TypeError as e:
+        raise UserError(f"{f}: [transfers]: {e}; keys: where, concurrency, attempts, backoff_s") from None
+    if transfers.where not in ("launcher", "service"):
+        raise UserError(f"{f}: [transfers] where must be \"launcher\" or \"service\", got {transfers.where!r}")
+    if transfers.concurrency < 1 or transfers.attempts < 1:
+        raise UserError(f"{f}: [transfers] concurrency and attempts must be at least 1")
     return Config(
         path=path,
         db_url=url,
@@ -109,6 +133,7 @@ def load(path: Path) -> Config:
         queues=queues,
         launcher=raw.get("launcher", {}),
         machine=raw.get("machine"),
+        transfers=transfers,
     )
 
 
@@ -145,6 +170,12 @@ period = 10                  # seconds between passes of `sluice service`
 
 [launcher]
 # idle_timeout = 10     # seconds without runnable work before a launcher exits
+
+[transfers]
+# where = "launcher"    # or "service": stage-in on the login node when compute nodes have no network
+# concurrency = 4       # transfer batches (one per endpoint pair) at once
+# attempts = 5          # tries of a batch that fails for a reason a retry can help
+# backoff_s = 2.0       # wait before the second try, doubling
 """
 
 
