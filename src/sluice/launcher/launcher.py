@@ -226,9 +226,9 @@ class Launcher:
                         if fd not in registered:
                             ep.register(fd, EPOLLIN)
                             registered.add(fd)
-                if self._finished():
-                    self.stop("no more work" if self.source.nothing_left
-                              else f"idle for {self.opts.idle_timeout:g} s")
+                done = self._finished()
+                if done is not None:
+                    self.stop(done)
                     return
                 hint = self.runner.timeout_hint()
                 timeout = 0.25 if hint is None else min(hint, 0.25)
@@ -251,18 +251,20 @@ class Launcher:
         finally:
             ep.close()
 
-    def _finished(self) -> bool:
+    def _finished(self) -> str | None:
+        """Why the launcher is done (None: it is not)."""
         if self.running or self.transitions.inflight:
-            return False
+            return None
         if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
-            return True  # a claim that raced the last start is given back at shutdown
+            return f"max jobs ({self.opts.max_jobs}) reached"  # a claim that raced the last start is given back
         if self.pending or self.source.buffer:
-            return False
+            return None
         if self.source.nothing_left:
-            return True
+            return "no more work"
         idle = self.source.idle_since
-        return (not self.opts.consume_all and idle is not None
-                and time.monotonic() - idle >= self.opts.idle_timeout)
+        if not self.opts.consume_all and idle is not None and time.monotonic() - idle >= self.opts.idle_timeout:
+            return f"idle for {self.opts.idle_timeout:g} s"
+        return None
 
     def _take_kills(self) -> None:
         while True:
