@@ -25,12 +25,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from sluice import environ
-from sluice.api import Workspace, batch, sessions
+from sluice.api import Workspace, batch, claims, sessions
 from sluice.api.batch import ACTIVE, WAITING
+from sluice.api.claims import Selection
+from sluice.api.transitions import write_changes
 from sluice.config import QueuePolicy
 from sluice.errors import Fault, UserError, one_line
 from sluice.schedulers import BatchRequest, BatchState, Scheduler, SchedulerError, get_scheduler
 from sluice.schedulers.base import validate
+from sluice.staging import Stager, stage_in_changes
+from sluice.states import S
 
 log = logging.getLogger("sluice.service")
 
@@ -115,6 +119,8 @@ class Pass:
     failed: list[int] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
     work: dict[str, int] = field(default_factory=dict)
+    staged: int = 0
+    stage_failed: int = 0
     seconds: float = 0.0
 
 
@@ -139,6 +145,8 @@ class Service:
         p = Pass()
         p.synced = self._sync()
         p.recovered_sessions = self._recover()
+        if self.ws.config.transfers.where == "service":
+            p.staged, p.stage_failed = self._stage_in()
         work = self._work()
         p.work = {q.name: n for q, n in work.items()}
         for pol, need in work.items():
@@ -173,6 +181,31 @@ class Service:
         """Sessions with a stale heartbeat, and sessions whose batch job has ended, lose their jobs."""
         dead = sessions.recover(self.ws, stale_after=self.stale_after_s, actor="service")
         return dead + sessions.recover_ended_batch_jobs(self.ws, "service")
+
+    def _stage_in(self, batch_size: int = 500) -> tuple[int, int]:
+        """`[transfers] where = "service"`: stage jobs in here, on the login node, so that launchers on compute
+        nodes without network claim only jobs whose data is in place. Held by a session of the service's own,
+        so a service killed mid-transfer leaves them to be recovered like a launcher's."""
+        staged = failed = 0
+        stager = Stager(self.ws.config.transfers)
+        while True:
+            sid = sessions.start(self.ws, job_mode="service", stale_after=self.stale_after_s)
+            actor = f"service:{sid}"
+            got: list[Any] = []
+            try:
+                got = claims.claim(self.ws, sid, Selection(any_job=True), batch_size, states=frozenset({S.READY}))
+                if got:
+                    jobs = self.ws.jobs(ids=[c.id for c in got])
+                    outcomes = stager.stage_in(jobs, lambda j: self.ws.parents(j.id))
+                    plain = {c.id for c in got if not self.ws.app(c.app_name).preprocess}
+                    changes = stage_in_changes(outcomes, plain.__contains__)
+                    write_changes(self.ws, changes, actor)
+                    failed += sum(1 for o in outcomes if o.error)
+                    staged += sum(1 for o in outcomes if not o.error)
+            finally:
+                sessions.finish(self.ws, sid, [c.id for c in got], actor, reason="service session {sid} ended")
+            if len(got) < batch_size:
+                return staged, failed
 
     def _work(self) -> dict[QueuePolicy, int]:
         """Nodes wanted per queue: runnable (and processable) jobs not yet held by a launcher."""

@@ -21,6 +21,7 @@ from sluice import transfers
 from sluice.api import Job
 from sluice.config import TransferPolicy
 from sluice.errors import one_line
+from sluice.states import FREE, Change, S
 from sluice.transfers import Item, TransferError, TransferState, TransferStatus
 from sluice.transfers.entries import Parent, plan_in, plan_out, stage_in, stage_out
 
@@ -139,3 +140,18 @@ class Stager:
             delay *= 2
         return status
 
+
+
+def stage_in_changes(outcomes: Sequence[Outcome], preprocessed: Callable[[int], bool]) -> list[Change]:
+    """The state changes for stage-in outcomes: READY -> STAGED_IN (and on to PREPROCESSED when the job's app
+    has no preprocess hook), or FAILED with the reason; every change lets go of the job's session."""
+    out: list[Change] = []
+    for o in outcomes:
+        if o.error is not None:
+            out.append(Change(o.job_id, S.READY, S.FAILED, o.error, fields=FREE))
+        elif preprocessed(o.job_id):
+            out.append(Change(o.job_id, S.READY, S.PREPROCESSED, f"staged in {o.files} file(s)", via=(S.STAGED_IN,),
+                              fields=FREE))
+        else:
+            out.append(Change(o.job_id, S.READY, S.STAGED_IN, f"staged in {o.files} file(s)", fields=FREE))
+    return out

@@ -231,3 +231,14 @@ def after_exit(job_id: int, rc: int, timed_out: bool, *, retry_count: int, max_r
         return [Change(job_id, S.RUNNING, via, msg, data=data, at=t)], True
     return after_failure(job_id, S.RUNNING, msg, via=via, retry_count=retry_count, max_retries=max_retries,
                          policy=on_timeout if timed_out else on_error, data=data, at=t), False
+
+
+BUSY_LABELS = {S.READY.value: "READY (staging in)", S.STAGED_IN.value: "STAGED_IN (preprocessing)",
+               S.RUN_DONE.value: "RUN_DONE (postprocessing)", S.POSTPROCESSED.value: "POSTPROCESSED (staging out)",
+               S.RUN_ERROR.value: "RUN_ERROR (handling)", S.RUN_TIMEOUT.value: "RUN_TIMEOUT (handling)"}
+
+
+def shown(state: str, held: bool) -> str:
+    """A state as `sluice ls` shows it: a job a launcher or the service holds between runs says what is being
+    done to it (a job waiting on a transfer says so)."""
+    return BUSY_LABELS.get(state, state) if held else state

@@ -35,9 +35,13 @@ class Selection:
     serial_only: bool = True
     queue: str | None = None
     machine: str | None = None
+    any_job: bool = False
+    """Every job whatever its size and pins: the service's stage-in on the login node."""
 
     def where(self) -> ColumnElement[bool]:
         c = jobs.c
+        if self.any_job:
+            return and_(True)
         conds: list[ColumnElement[bool]] = [c.num_nodes <= self.max_nodes,
                                             c.ranks_per_node * c.threads_per_rank <= self.max_cores,
                                             c.gpus_per_rank * c.ranks_per_node <= self.max_gpus]

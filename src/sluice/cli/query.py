@@ -21,7 +21,9 @@ TREE_MAX_NODES = 10_000
 
 
 def row(j: Job, wide: bool) -> list[Any]:
-    r: list[Any] = [j.id, j.name, j.workflow, j.app, j.state]
+    from sluice.states import shown
+
+    r: list[Any] = [j.id, j.name, j.workflow, j.app, shown(j.state, j.session_id is not None)]
     if wide:
         r += [j.num_nodes, j.ranks_per_node, f"{j.retry_count}/{j.max_retries}", j.session_id, j.state_message]
     return r

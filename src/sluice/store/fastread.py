@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice import config
-from sluice.states import State
+from sluice.states import State, shown
 
 STATES = tuple(s.value for s in State)
 """The state names in machine order."""
@@ -101,9 +101,9 @@ def listing(conn: Any, states: Sequence[str], workflows: Sequence[str], limit: i
     w = _where(states, workflows, _mark(conn))
     if w is None:
         return None
-    q = (f"SELECT j.id, j.name, j.workflow, a.name, j.state FROM jobs j JOIN apps a ON a.id = j.app_id{w[0]} "
-         "ORDER BY j.id" + (f" LIMIT {int(limit) + 1}" if limit else ""))
-    rows = conn.execute(q, w[1]).fetchall()
+    q = (f"SELECT j.id, j.name, j.workflow, a.name, j.state, j.session_id IS NOT NULL FROM jobs j "
+         f"JOIN apps a ON a.id = j.app_id{w[0]} ORDER BY j.id" + (f" LIMIT {int(limit) + 1}" if limit else ""))
+    rows = [(*r[:4], shown(r[4], bool(r[5]))) for r in conn.execute(q, w[1]).fetchall()]
     total = len(rows)
     if limit and total > limit:
         rows = rows[:limit]
