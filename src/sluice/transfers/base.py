@@ -11,6 +11,7 @@ needs no state (any instance, even after a restart, answers) and ``cancel`` has 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -33,12 +34,14 @@ class TransferError(Fault):
 @dataclass(frozen=True)
 class Item:
     """One stage entry: stage-in (``put=False``) brings URL ``src`` to local ``dest``; stage-out sends local
-    ``src`` (a path or glob) to URL ``dest``. ``link`` asks for a symlink where the module can make one."""
+    ``src`` (a path or glob) to URL ``dest``. ``link`` asks for a symlink where the module can make one.
+    ``checksum`` (stage-in of one file: ``"sha256:<hex>"``, see :func:`verify`) is checked once it arrived."""
 
     src: str
     dest: str
     link: bool = False
     put: bool = False
+    checksum: str | None = None
 
 
 class TransferState(StrEnum):
@@ -88,13 +91,50 @@ class Transfer(ABC):
         """Stop the batch; one that already ended is left alone."""
 
     @abstractmethod
-    def copy(self, src: str, dest: Path, *, link: bool = False) -> list[Path]:
-        """Stage-in: bring URL ``src`` to ``dest`` (a file path or an existing directory); what was written."""
+    def copy(self, src: str, dest: Path, *, link: bool = False, checksum: str | None = None) -> list[Path]:
+        """Stage-in: bring URL ``src`` to ``dest`` (a file path or an existing directory); what was written.
+
+        With ``checksum`` the one file written is checked with :func:`verify` (removed if it does not match)."""
 
     @abstractmethod
     def put(self, src: Path, dest: str) -> list[Path]:
         """Stage-out: send a local file or glob to URL ``dest``; what was sent."""
 
+
+CHECKSUM_ALGORITHMS = tuple(sorted(a for a in hashlib.algorithms_guaranteed if not a.startswith("shake")))
+"""The hashlib algorithms a checksum may name, as in ``"sha256:<hex>"`` (md5, sha1, sha512, sha3_256, ...)."""
+
+
+def parse_checksum(checksum: str) -> tuple[str, str]:
+    """(algorithm, lower-case hex digest) of ``"<algorithm>:<hex>"``; a malformed one is a TransferError, raised
+    before anything is moved."""
+    algo, _, want = checksum.strip().partition(":")
+    algo, want = algo.lower(), want.strip().lower()
+    if algo in CHECKSUM_ALGORITHMS and len(want) == 2 * hashlib.new(algo).digest_size:
+        try:
+            bytes.fromhex(want)
+            return algo, want
+        except ValueError:
+            pass
+    raise TransferError(f"bad checksum {checksum!r}: give <algorithm>:<hex digest> (its full length), e.g."
+                        f" sha256:9f86d08...; algorithms: {', '.join(CHECKSUM_ALGORITHMS)}")
+
+
+def verify(path: Path, checksum: str | None) -> None:
+    """Check the file at ``path`` against ``checksum`` (``"sha256:<hex>"``; md5, sha1, sha512 too); None checks
+    nothing. A mismatch removes the file (a symlink: the link, never its target) and is a non-transient
+    :class:`TransferError` naming the expected and the actual digest."""
+    if checksum is None:
+        return
+    algo, want = parse_checksum(checksum)
+    if not path.is_file():
+        raise TransferError(f"a checksum applies to one file; {path} is not a regular file")
+    with path.open("rb") as f:
+        got = hashlib.file_digest(f, algo).hexdigest()
+    if got != want:
+        path.unlink()
+        raise TransferError(f"checksum mismatch for {path.name}: expected {algo}:{want}, got {algo}:{got}"
+                            " (the file was removed)")
 
 
 class SyncTransfer(Transfer):
@@ -109,7 +149,7 @@ class SyncTransfer(Transfer):
                 if item.put:
                     paths += self.put(Path(item.src), item.dest)
                 else:
-                    paths += self.copy(item.src, Path(item.dest), link=item.link)
+                    paths += self.copy(item.src, Path(item.dest), link=item.link, checksum=item.checksum)
             except TransferError as e:
                 outcome = TransferStatus(TransferState.FAILED, one_line(e), e.transient)
                 break

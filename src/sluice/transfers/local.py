@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
 
-from sluice.transfers.base import SyncTransfer, TransferError
+from sluice.transfers.base import SyncTransfer, TransferError, parse_checksum, verify
 
 
 def _path(url: str) -> str:
@@ -27,11 +27,17 @@ class LocalTransfer(SyncTransfer):
 
     scheme: ClassVar[str] = "local"
 
-    def copy(self, src: str, dest: Path, *, link: bool = False) -> list[Path]:
-        """See :meth:`Transfer.copy`; ``link`` makes symlinks to the absolute source paths."""
+    def copy(self, src: str, dest: Path, *, link: bool = False, checksum: str | None = None) -> list[Path]:
+        """See :meth:`Transfer.copy`; ``link`` makes symlinks to the absolute source paths (a checksum is checked
+        through the link)."""
         matches = _matches(_path(src))
         if not matches:
             raise TransferError(f"stage-in source not found: {src}")
+        if checksum is not None:
+            parse_checksum(checksum)
+            if len(matches) > 1 or os.path.isdir(matches[0]):
+                what = f"{len(matches)} paths" if len(matches) > 1 else "a directory"
+                raise TransferError(f"a checksum applies to one file; {src} names {what}")
         out = []
         for m in matches:
             target = dest / os.path.basename(m) if dest.is_dir() else dest
@@ -47,6 +53,7 @@ class LocalTransfer(SyncTransfer):
                 shutil.copytree(m, target)
             else:
                 shutil.copy2(m, target)
+            verify(target, checksum)
             out.append(target)
         return out
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 import subprocess
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlparse
 
 from sluice.errors import one_line
-from sluice.transfers.base import SyncTransfer, TransferError
+from sluice.transfers.base import SyncTransfer, TransferError, parse_checksum, verify
 
 _TIMEOUT_S = 3600
 # rsync's exit codes for connection and partial-transfer errors (and ssh's 255): worth a retry
@@ -32,9 +34,16 @@ class RsyncTransfer(SyncTransfer):
 
     scheme: ClassVar[str] = "rsync"
 
-    def copy(self, src: str, dest: Path, *, link: bool = False) -> list[Path]:
+    def copy(self, src: str, dest: Path, *, link: bool = False, checksum: str | None = None) -> list[Path]:
         """See :meth:`Transfer.copy`; ``link`` is ignored (a remote file cannot be linked to)."""
+        name = posixpath.basename(urlparse(src).path if "://" in src else src.partition(":")[2])
+        if checksum is not None:
+            parse_checksum(checksum)
+            if not name:
+                raise TransferError(f"a checksum applies to one file; {src} names a directory's contents")
+        target = dest / name if dest.is_dir() else dest
         _run(["rsync", "-a", "--", src, str(dest)])
+        verify(target, checksum)
         return [dest]
 
     def put(self, src: Path, dest: str) -> list[Path]:
