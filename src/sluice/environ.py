@@ -28,6 +28,8 @@ CORES_PER_NODE = "SLUICE_CORES_PER_NODE"
 """Replaces the cores per node that the scheduler reports."""
 GPUS_PER_NODE = "SLUICE_GPUS_PER_NODE"
 """Replaces the GPUs per node that the scheduler reports."""
+HTTP_TOKEN = "SLUICE_HTTP_TOKEN"
+"""A bearer token for https:// stage-in (sent only over https, to the stage URL's own host; never logged)."""
 
 _NOT_INHERITED = (JOB_ID, "CUDA_VISIBLE_DEVICES")
 """Set per job: a launcher started from inside a job must not pass its own values on."""

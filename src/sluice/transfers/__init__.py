@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 TRANSFERS: dict[str, str] = {
+    "http": "sluice.transfers.http:HttpTransfer",
+    "https": "sluice.transfers.http:HttpTransfer",
     "local": "sluice.transfers.local:LocalTransfer",
     "rsync": "sluice.transfers.rsync:RsyncTransfer",
     "ssh": "sluice.transfers.rsync:RsyncTransfer",
