@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 TRANSFERS: dict[str, str] = {
+    "globus": "sluice.transfers.globus:GlobusTransfer",
     "http": "sluice.transfers.http:HttpTransfer",
     "https": "sluice.transfers.http:HttpTransfer",
     "local": "sluice.transfers.local:LocalTransfer",
