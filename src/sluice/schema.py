@@ -43,6 +43,8 @@ class AppRow:
     on_timeout: str = column("str", "retry", size=16, null=False)
     shell: bool = column("bool", False, null=False)
     created_at: float = column("float", 0.0, null=False)
+    preamble: str | None = column("text", None, doc="shell lines run before the command: module load, source ...")
+    machines: dict[str, Any] | None = column("json", None, doc="per-machine overrides of command and preamble")
 
 
 @dataclass(kw_only=True)
@@ -75,6 +77,8 @@ class JobRow:
     session_id: int | None = column("id", None, doc="the launcher session holding the job (the claim)")
     created_at: float = column("float", null=False)
     updated_at: float = column("float", null=False)
+    priority: int = column("int", 0, null=False, user=True, doc="higher starts first; 0 is the default")
+    deadline: float | None = column("float", None, user=True, doc="epoch seconds by which the job should end")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ JSON_EMPTY: dict[str, Callable[[], Any]] = {c.name: c.empty for c in JOB_COLUMNS
 STORED_DEFAULTS: dict[str, Any] = {c.name: c.stored_default for c in JOB_COLUMNS
                                    if c.name not in ("id", "name", "workflow", "app_id", "params", "state",
                                                      "created_at", "updated_at")}
+URGENT_SQL = "priority > 0 OR deadline IS NOT NULL"
+"""The jobs the claim takes first (through a partial index holding only them: the others cost it nothing)."""
 """The stored values of a job whose spec gave only name, workflow, app and params (the common bulk case)."""
 APP_FIELDS = tuple(c.name for c in APP_COLUMNS)
 APP_SETTABLE = tuple(n for n in APP_FIELDS if n not in ("id", "name", "created_at"))

@@ -33,9 +33,9 @@ def test_bad_stage_in_entries_are_refused_with_the_entry_named(entry: object, fr
 
 def test_good_entries_of_every_kind() -> None:
     got = stage_in(["/abs/a.dat", "host:/x/b.dat", "https://h/c.dat", "globus://ep-1/d", "file:///e",
-                    {"src": "rsync://h/f", "dest": "in/f", "checksum": "sha256:ABC1"},
+                    {"src": "rsync://h/f", "dest": "in/f", "checksum": "sha256:" + "AB" * 32},
                     {"parents": "*.dat", "layout": "flat"}])
-    assert got[5] == Entry("rsync://h/f", "in/f", checksum="sha256:abc1")
+    assert got[5] == Entry("rsync://h/f", "in/f", checksum="sha256:" + "ab" * 32)
     assert got[6] == Entry("*.dat", None, parents=True, layout="flat")
     out = stage_out(["host:/results/merged.txt", {"src": "*.log", "dest": "/results/"}])
     assert out == [Entry("merged.txt", "host:/results/merged.txt"), Entry("*.log", "/results/")]

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, text, update
 
-from sluice.schema import JOB_NAMES, JSON_EMPTY, JSON_FIELDS, JobRow
+from sluice.schema import JOB_NAMES, JSON_EMPTY, JSON_FIELDS, URGENT_SQL, JobRow
 from sluice.states import END, RUNNABLE, S
 from sluice.store import db
 from sluice.store.models import jobs
@@ -69,11 +69,12 @@ class Claimed(JobRow):
     timeout_handler: str | None = None
     on_error: str = "retry"
     on_timeout: str = "retry"
+    preamble: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 _APP_COLS = ("id", "name", "command", "shell", "environment", "postprocess", "error_handler", "timeout_handler",
-             "on_error", "on_timeout")
+             "on_error", "on_timeout", "preamble", "machines")
 _JSON_AT = [(i, n, JSON_EMPTY.get(n)) for i, n in enumerate(JOB_NAMES) if n in JSON_FIELDS]
 _APP_AT = JOB_NAMES.index("app_id")
 
@@ -86,25 +87,32 @@ def _json(v: Any, empty: Any) -> Any:
 
 def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max_wall_min: float | None = None,
           states: frozenset[str] = RUNNABLE) -> list[Claimed]:
-    """Take up to `limit` unowned jobs in `states` matching `sel`, lowest ids first (adjacent rows are cheap
-    to write back). Jobs whose wall time exceeds `max_wall_min` (what is left of the allocation) are left."""
+    """Take up to `limit` unowned jobs in `states` matching `sel`: urgent ones first (priority, then the nearest
+    deadline), then the lowest ids (adjacent rows are cheap to write back). Jobs whose wall time exceeds
+    `max_wall_min` (what is left of the allocation) are left. The result is in that order."""
     where = and_(jobs.c.state.in_(sorted(states)), jobs.c.session_id.is_(None), sel.where())
     if max_wall_min is not None:
         where = and_(where, or_(jobs.c.wall_time_min.is_(None), jobs.c.wall_time_min <= max_wall_min))
-    q = select(jobs.c.id).where(where).order_by(jobs.c.id).limit(limit)
+    urgent_q = (select(jobs.c.id).where(where, text(f"({URGENT_SQL})"))
+                .order_by(jobs.c.priority.desc(), jobs.c.deadline.is_(None), jobs.c.deadline, jobs.c.id).limit(limit))
     with ws.write() as conn:
-        if conn.dialect.name != "sqlite":
-            q = q.with_for_update(skip_locked=True)
-        ids = list(conn.execute(q).scalars())
+        lock = conn.dialect.name != "sqlite"
+        ids = list(conn.execute(urgent_q.with_for_update(skip_locked=True) if lock else urgent_q).scalars())
+        _own(conn, session_id, ids)
+        if len(ids) < limit:  # then the rest in id order, through the (state, id) index
+            q = select(jobs.c.id).where(where).order_by(jobs.c.id).limit(limit - len(ids))
+            rest = list(conn.execute(q.with_for_update(skip_locked=True) if lock else q).scalars())
+            _own(conn, session_id, rest)
+            ids += rest
         if not ids:
             return []
-        db.raw_in(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN", ids, args=[session_id],
-                  fetch=False)
-        rows = db.raw_in(conn, f"SELECT {', '.join(JOB_NAMES)} FROM jobs WHERE id IN", ids, " ORDER BY id")
+        rows = db.raw_in(conn, f"SELECT {', '.join(JOB_NAMES)} FROM jobs WHERE id IN", ids)
         app_ids = sorted({r[_APP_AT] for r in rows})
         app_rows = db.raw(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN "
                                 f"({db.marks(conn, len(app_ids))})", app_ids)
-    by_app = {a[0]: a for a in app_rows}
+    order = {jid: i for i, jid in enumerate(ids)}
+    rows.sort(key=lambda r: order[r[0]])  # the most urgent first, then adjacent ids
+    by_app = {a[0]: _on_machine(a, sel.machine) for a in app_rows}
     out = []
     for r in rows:
         vals = list(r)
@@ -112,10 +120,28 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
             vals[i] = _json(vals[i], empty)
         d = dict(zip(JOB_NAMES, vals, strict=True))
         a = by_app[d["app_id"]]
-        out.append(Claimed(**d, app_name=a[1], command=a[2], shell=bool(a[3]), app_env=_json(a[4], dict),
-                           postprocess=a[5], error_handler=a[6], timeout_handler=a[7], on_error=a[8],
-                           on_timeout=a[9]))
+        out.append(Claimed(**d, app_name=a[1], command=a[2], shell=bool(a[3]), app_env=a[4], postprocess=a[5],
+                           error_handler=a[6], timeout_handler=a[7], on_error=a[8], on_timeout=a[9],
+                           preamble=a[10]))
     return out
+
+
+def _on_machine(a: tuple[Any, ...], machine: str | None) -> tuple[Any, ...]:
+    """An app row with its override for this machine applied (command, preamble, environment)."""
+    row = list(a)
+    row[4] = _json(row[4], dict)
+    over = (_json(row[11], dict) or {}).get(machine) if machine else None
+    if over:
+        row[2] = over.get("command") or row[2]
+        row[10] = over.get("preamble", row[10])
+        row[4] = {**row[4], **(over.get("environment") or {})}
+    return tuple(row)
+
+
+def _own(conn: Connection, session_id: int, ids: list[int]) -> None:
+    if ids:
+        db.raw_in(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN", ids, args=[session_id],
+                  fetch=False)
 
 
 def unclaim(ws: WorkspaceBase, session_id: int, ids: list[int]) -> None:

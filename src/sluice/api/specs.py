@@ -28,6 +28,7 @@ APP_OPTIONS = frozenset({"environment", "preprocess", "postprocess", "error_hand
 
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _PLAIN_FIELDS = frozenset({"name", "app", "workflow", "params", "parents"})
+_ZERO_OK = frozenset({"gpus_per_rank", "max_retries", "priority"})
 
 
 def check_app_name(name: Any) -> str:
@@ -149,13 +150,24 @@ def _given(s: Mapping[str, Any]) -> dict[str, Any]:
     entries.check(out["stage_in"], out["stage_out"])
     for key in INT_FIELDS:
         default = STORED_DEFAULTS[key]
-        out[key] = positive_int(s, key, default, minimum=0 if key in ("gpus_per_rank", "max_retries") else 1)
+        out[key] = positive_int(s, key, default, minimum=0 if key in _ZERO_OK else 1)
     wall = get("wall_time_min")
     out["wall_time_min"] = wall_minutes(wall) if wall is not None else None
     out["workdir"] = str(s["workdir"]) if get("workdir") else None
     out["environment"] = _mapping(s, "environment") if get("environment") else None
     out["tags"] = _mapping(s, "tags") if get("tags") else None
     out["data"] = get("data")
+    out["deadline"] = _deadline(get("deadline"))
     out["queue"] = get("queue")
     out["machine"] = get("machine")
     return out
+
+
+def _deadline(v: Any) -> float | None:
+    """A deadline as epoch seconds (the CLI turns `--deadline MIN` into one)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise UserError(f"deadline must be a time in epoch seconds (the CLI's --deadline takes minutes from now), "
+                        f"got {v!r}")
+    return float(v)

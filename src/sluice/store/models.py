@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from sluice import schema
@@ -75,6 +76,8 @@ jobs = Table(
     "jobs", metadata,
     *_columns(schema.JOB_COLUMNS, app_id={"fk": "apps.id"}),
     Index("ix_jobs_state_id", "state", "id"),
+    Index("ix_jobs_urgent", "state", "priority", "id", sqlite_where=text(schema.URGENT_SQL),
+          postgresql_where=text(schema.URGENT_SQL)),
     Index("ix_jobs_workflow", "workflow"),
     Index("ix_jobs_name", "name"),
 )

@@ -21,7 +21,6 @@ URLs: a plain path or ``file://`` (local), ``host:path`` or ``rsync://`` (rsync 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sluice.errors import UserError
-from sluice.transfers.base import Item, TransferError
+from sluice.transfers.base import Item, TransferError, parse_checksum
 
 LAYOUTS = ("by-parent", "flat")
 _IN_KEYS = frozenset({"src", "dest", "checksum", "link"})
@@ -94,11 +93,12 @@ def inside(path: Any, where: str) -> str:
 
 
 def check_checksum(value: Any, where: str) -> str:
-    algo, _, digest = str(value).partition(":")
-    if algo not in hashlib.algorithms_guaranteed or not digest or any(c not in "0123456789abcdefABCDEF"
-                                                                       for c in digest):
-        raise UserError(f"{where}: bad checksum {value!r}; give ALGO:HEX, e.g. sha256:9f86d0...")
-    return f"{algo}:{digest.lower()}"
+    """The transfers' own rule (base.parse_checksum), checked when the job is added."""
+    try:
+        algo, digest = parse_checksum(str(value))
+    except TransferError as e:
+        raise UserError(f"{where}: {e}") from None
+    return f"{algo}:{digest}"
 
 
 def stage_in(items: Iterable[Any]) -> list[Entry]:
@@ -140,7 +140,7 @@ def stage_out(items: Iterable[Any]) -> list[Entry]:
         if isinstance(item, str):
             url = check_url(item, where)
             name = PurePosixPath(urlparse(url).path if "://" in url else url.rpartition(":")[2]).name
-            if not name:
+            if not name or url.endswith("/"):
                 raise UserError(f"{where}: {url!r} ends in '/': give {{src: FILE, dest: URL}} to say which file")
             out.append(Entry(name, url))
             continue
