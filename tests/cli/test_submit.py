@@ -41,8 +41,10 @@ def test_submit_yaml(run: Run, ws: Workspace, tmp_path: Path) -> None:
     assert s.state == "AWAITING_PARENTS" and t300.state == "PREPROCESSED" and t300.workflow == "scan"
     assert (t300.num_nodes, t300.wall_time_min) == (2, 30) and plot.workflow == "post"
     assert ws.app("sim").environment == {"OMP_NUM_THREADS": "4"}
-    # the same apps again are fine (they match); the jobs are added a second time
-    ok(run("submit", str(f)))
+    # the same file again adds nothing (the apps match, the jobs are there); --new adds a fresh copy
+    r = ok(run("submit", str(f)))
+    assert "0 job(s)" in r.stdout and "4 already there" in r.stdout and ws.count() == 4
+    ok(run("submit", str(f), "--new"))
     assert ws.count() == 8
 
 

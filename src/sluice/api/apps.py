@@ -23,11 +23,18 @@ class Apps(Queries):
                 environment: Mapping[str, str] | None = None, preprocess: str | None = None,
                 postprocess: str | None = None, error_handler: str | None = None,
                 timeout_handler: str | None = None, on_error: str = "retry", on_timeout: str = "retry",
-                shell: bool = False) -> App:
-        """Register an application; its command's `{param}` placeholders are what jobs must fill."""
+                shell: bool = False, preamble: str | None = None,
+                machines: Mapping[str, Mapping[str, Any]] | None = None) -> App:
+        """Register an application; its command's `{param}` placeholders are what jobs must fill.
+
+        `preamble` is shell lines run before the command in the same shell (`module load`, `source env.sh`, a
+        container wrapper); `machines` maps a machine name (`machine` in sluice.toml) to overrides of command,
+        preamble and environment.
+        """
         options = {"environment": dict(environment) if environment else None, "preprocess": preprocess,
                    "postprocess": postprocess, "error_handler": error_handler, "timeout_handler": timeout_handler,
-                   "on_error": on_error, "on_timeout": on_timeout, "shell": shell}
+                   "on_error": on_error, "on_timeout": on_timeout, "shell": shell, "preamble": preamble,
+                   "machines": {k: dict(v) for k, v in machines.items()} if machines else None}
         specs.check_app(name, command, options)
         row = {"name": name, "command": command, "description": description, **options, "created_at": time.time()}
         with self.write() as conn:

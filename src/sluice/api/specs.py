@@ -23,7 +23,8 @@ JOB_FIELDS = frozenset({*USER_FIELDS, "app", "parents"})
 MODIFIABLE = (*USER_FIELDS, "state")
 """What `modify` may change."""
 APP_OPTIONS = frozenset({"environment", "preprocess", "postprocess", "error_handler", "timeout_handler",
-                         "on_error", "on_timeout", "shell"})
+                         "on_error", "on_timeout", "shell", "preamble", "machines"})
+_OVERRIDES = frozenset({"command", "preamble", "environment"})
 """An app's settings besides its name, command and description."""
 
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
@@ -63,6 +64,19 @@ def check_app(name: Any, command: Any, options: Mapping[str, Any]) -> None:
     env = options.get("environment")
     if env is not None and not isinstance(env, Mapping):
         raise UserError("an app's environment must be a mapping of names to values")
+    if options.get("preamble") is not None and not isinstance(options["preamble"], str):
+        raise UserError("an app's preamble is shell lines as one string, e.g. 'module load cuda'")
+    machines = options.get("machines")
+    if machines is not None:
+        if not isinstance(machines, Mapping) or not all(isinstance(v, Mapping) for v in machines.values()):
+            raise UserError("machines maps a machine name to {command, preamble, environment} overrides")
+        for m, over in machines.items():
+            bad = sorted(set(over) - _OVERRIDES)
+            if bad:
+                raise UserError(f"machines.{m}: unknown key {bad[0]!r}; an override sets "
+                                f"{', '.join(sorted(_OVERRIDES))}")
+            if over.get("command"):
+                templates.fields(over["command"])
 
 
 def positive_int(spec: Mapping[str, Any], key: str, default: int, minimum: int = 1) -> int:

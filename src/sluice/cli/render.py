@@ -6,7 +6,8 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -78,3 +79,24 @@ def key_values(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> No
     for k, v in pairs:
         t.add_row(k, cell(v))
     console().print(t)
+
+
+@contextmanager
+def progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal for long operations (big submits, removals); nothing when piped. Yields
+    a function taking how many more items are done."""
+    if total < 5000 or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console_err(), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def console_err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
