@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from sluice import environ
 from sluice.errors import one_line
-from sluice.transfers.base import SyncTransfer, TransferError
+from sluice.transfers.base import SyncTransfer, TransferError, parse_checksum, verify
 
 DEFAULT_TIMEOUT_S = 300.0
 PARTIAL_DIR = ".rsync-partial"
@@ -59,6 +59,8 @@ _TRANSIENT_WORDS = re.compile(
 _NOISE = re.compile(r"^(Warning: Permanently added|\*\*|rsync error: |rsync: \[\w+\] write error: Broken pipe)")
 _DAEMON = re.compile(r"^[^/\[\]]*::")
 """``host::module/path``: an rsync daemon (an IPv6 ``[::1]:path`` is ssh)."""
+_HOST_PATH = re.compile(r"^(?:[^@/]*@)?(?:\[[^\]/]*\]|[^:/\[]*):(.*)$", re.DOTALL)
+"""``[user@]host:path`` (or ``[v6]:path``, ``host::module/path``): group 1 is what follows the first colon."""
 _URL_SECRET = re.compile(r"(://[^/@:\s]+):[^/@\s]*@")
 
 
@@ -93,6 +95,14 @@ def classify(code: int, stderr: str) -> tuple[str, bool]:
     return one_line(redact(reason)) or "(no output)", transient
 
 
+def _remote_path(url: str) -> str:
+    """The path part of a remote source (what a glob would be in): after ``host:``, or a URL's path."""
+    if "://" in url:
+        return urlsplit(url).path
+    m = _HOST_PATH.match(url)
+    return m.group(1) if m else url
+
+
 def _ssh_url(url: str) -> tuple[str, int | None]:
     """``ssh://[user@]host[:port]/path`` as rsync's ``[user@]host:/path``, and the port."""
     u = urlsplit(url)
@@ -121,20 +131,32 @@ class RsyncTransfer(SyncTransfer):
         ``dest`` is a directory when it is one already or when ``src`` is a directory or names several files
         (a glob, ``dir/`` for a directory's contents); else the file ``src`` is written as ``dest``. The paths
         returned are the top-level entries written (a directory stands for its tree).
+
+        A ``checksum`` (one file, not a glob) is checked with :func:`~sluice.transfers.base.verify` once the
+        file arrived; a mismatch removes it.
         """
+        if checksum is not None:
+            parse_checksum(checksum)  # a malformed one fails before anything moves
+            if glob.has_magic(_remote_path(src)):
+                raise TransferError(f"a checksum applies to one file; {redact(src)} is a glob")
         was_dir = dest.is_dir()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        target = f"{dest}/" if was_dir else str(dest)
-        out = self._run([src], target, listing=True)
+        out = self._run([src], f"{dest}/" if was_dir else str(dest), listing=True)
         if not was_dir and not dest.is_dir():
-            return [dest]
-        tops: dict[str, None] = {}
-        for line in out.splitlines():
-            _, sep, name = line.partition("|")
-            top = name.split("/", 1)[0]
-            if sep and top not in ("", "."):
-                tops[top] = None
-        return [dest / t for t in tops]
+            written = [dest]
+        else:
+            tops: dict[str, None] = {}
+            for line in out.splitlines():
+                _, sep, name = line.partition("|")
+                top = name.split("/", 1)[0]
+                if sep and top not in ("", "."):
+                    tops[top] = None
+            written = [dest / t for t in tops]
+        if checksum is not None:
+            if len(written) != 1:
+                raise TransferError(f"a checksum applies to one file; {redact(src)} brought {len(written)} entries")
+            verify(written[0], checksum)
+        return written
 
     def put(self, src: Path, dest: str) -> list[Path]:
         """See :meth:`Transfer.put`; a glob sends its matches (sorted) in one run, into ``dest`` as a directory.
