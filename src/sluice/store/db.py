@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from sluice import config
 from sluice.errors import DatabaseError, DiskFull, Fault, SchemaOutOfDate, UserError, one_line
+from sluice.store import fsinfo
 
 HEAD = config.SCHEMA_HEAD
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -207,6 +208,8 @@ def connect(url: str) -> Engine:
                 f"database schema is at revision {rev}, this sluice needs {HEAD}: run `sluice db upgrade`"
             )
         raise UserError(f"database schema {rev} is newer than this sluice ({HEAD}): upgrade sluice")
+    if eng.dialect.name == "sqlite":  # one SQLite file shared by two hosts over NFS/Lustre/GPFS is refused
+        fsinfo.check_sqlite(eng, eng.url.database)
     return eng
 
 
