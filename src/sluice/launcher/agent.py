@@ -25,7 +25,7 @@ grace period (``--kill-grace``, default 5 s).
 stdout (agent -> launcher)::
 
     {"ev": "exit", "id": 123, "rc": 0, "pid": 4242, "t": 1764070000.1, "timed_out": false}
-    {"ev": "error", "id": 123, "msg": "cannot spawn 'prog': [Errno 2] No such file or directory"}
+    {"ev": "error", "id": 123, "msg": "cannot spawn 'prog': [Errno 2] No such file or directory", "errno": 2}
     {"ev": "started", "id": 123, "pid": 4242, "t": 1764070000.0}    (only with --started)
 
 ``rc`` is negative for a signal (-9 = SIGKILL). "started" is off by default: the exit event

@@ -26,14 +26,15 @@ from typing import Any
 
 from sluice.api import Workspace, claims, sessions
 from sluice.api.claims import Claimed
-from sluice.errors import one_line
+from sluice.errors import Fault, one_line
 from sluice.launcher import transitions
+from sluice.launcher.faults import again, is_full, reason
 from sluice.launcher.latency import prompt_wakeups
-from sluice.launcher.mpi import LauncherNotFound, MPILauncher, choose
+from sluice.launcher.mpi import for_allocation
 from sluice.launcher.nodes import Allocation, discover
 from sluice.launcher.options import Options, Summary, selection
 from sluice.launcher.packing import NodePool, Request
-from sluice.launcher.runner import Runner, outcome
+from sluice.launcher.runner import Runner
 from sluice.launcher.source import Source
 from sluice.launcher.spawn import Event
 from sluice.launcher.writer import Writer
@@ -71,6 +72,7 @@ class Launcher:
             self.capacity = min(self.capacity, self.opts.max_ranks)
         self.session_id = 0
         self.actor = "launcher"
+        self.deadline: float | None = None  # when to stop (the allocation's end less a margin), set by run()
         self.source: Source  # made by run(), once the session exists
         self.writer: Writer
         self.transitions = transitions.Pool(ws, self.opts.workers, on_done=self._processed,
@@ -96,7 +98,7 @@ class Launcher:
 
     # ---------------------------------------------------------------- what the threads call back
     def _written(self, done: list[Change]) -> None:
-        self.count(done)
+        self.summary.count(done)
         if self.drained():  # the last changes are in: let the source see whether work is left
             self.source.poke()
 
@@ -110,9 +112,23 @@ class Launcher:
         self.source.poke()
 
     def _process_failed(self, job_id: int, e: Exception) -> None:
+        if is_full(e):  # the job stays claimed, and goes back when the session ends
+            self.fault(reason(e))
+            return
         # a transient failure (DB, filesystem): give the job back for a later try
         log.warning("job %s: transition failed, will retry: %s", job_id, one_line(e))
-        claims.unclaim(self.ws, self.session_id, [job_id])
+        self._unclaim([job_id])
+
+    def _unclaim(self, ids: list[int]) -> None:
+        """Give back claimed jobs now if the database takes it; they go back when the session ends anyway."""
+        try:
+            claims.unclaim(self.ws, self.session_id, ids)
+        except Fault as e:
+            if is_full(e):
+                self.fault(reason(e))
+            else:
+                log.warning("cannot give back %d jobs now (%s): they go back when the session ends", len(ids),
+                            one_line(e, 200))
 
     # ---------------------------------------------------------------- helpers
     def stop(self, reason: str) -> None:
@@ -120,24 +136,22 @@ class Launcher:
             self.stop_reason = reason
         self.wake()
 
+    def fault(self, reason: str) -> None:
+        """The environment failed (a full disk, a database gone): say so at once, in one line, and stop."""
+        if self.summary.fault is None:
+            self.summary.fault = reason
+            log.warning("launcher %s: %s; stopping (its jobs are kept for the next launcher)", self.session_id,
+                        reason)
+        self.stop(reason)
+
     def wake(self) -> None:
         try:
             os.write(self._w, b"x")
         except BlockingIOError:
             pass
 
-    def margin(self) -> float:
-        if self.opts.end_margin_s is not None:
-            return self.opts.end_margin_s
-        if self.alloc.end_time is None:
-            return 0.0
-        return min(120.0, max(1.0, 0.1 * (self.alloc.end_time - self.t0)))
-
-    def deadline(self) -> float | None:
-        return None if self.alloc.end_time is None else self.alloc.end_time - self.margin()
-
     def time_left_min(self) -> float | None:
-        d = self.deadline()
+        d = self.deadline
         return None if d is None else max(0.0, (d - time.time()) / 60)
 
     def drained(self) -> bool:
@@ -147,20 +161,11 @@ class Launcher:
     def pool_room(self) -> int:
         return self.transitions.room()
 
-    def count(self, done: list[Change]) -> None:
-        s = self.summary
-        for c in done:
-            if c.to_state == S.JOB_FINISHED:
-                s.finished += 1
-            elif c.to_state == S.FAILED:
-                s.failed += 1
-            elif c.to_state == S.RESTART_READY:
-                s.retried += 1
-
     # ---------------------------------------------------------------- the main loop
     def run(self) -> Summary:
         self.t0 = time.time()
-        mpi = self._mpi()
+        self.deadline = self.alloc.deadline(self.opts.end_margin_s, self.t0)
+        mpi = for_allocation(self.alloc, self.opts.job_mode, self.opts.mpi_launcher)
         self.session_id = sessions.start(self.ws, job_mode=self.opts.job_mode, batch_job_id=self.opts.batch_job_id,
                                          info={"nodes": [n.name for n in self.alloc.nodes],
                                                "end_time": self.alloc.end_time},
@@ -170,10 +175,11 @@ class Launcher:
         self.runner = Runner(self.alloc, self.opts.job_mode, self.ws.path, self.ws.config.data_dir, mpi,
                              kill_grace=self.opts.kill_grace_s)
         self.source = Source(self.ws, self.session_id, self.actor, self.selection, self.opts, self.capacity, self,
-                             prepare=self.runner.prepare, process=self.transitions.submit, wake=self.wake)
+                             prepare=self.runner.prepare, process=self.transitions.submit, wake=self.wake,
+                             on_fatal=self.fault)
         self.writer = Writer(self.ws, self.session_id, self.actor, flush_interval=self.opts.flush_interval,
                              heartbeat_s=self.opts.heartbeat_s, running_ids=lambda: list(self.running),
-                             on_written=self._written, on_killed=self._killed, on_fatal=self.stop)
+                             on_written=self._written, on_killed=self._killed, on_fatal=self.fault)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
             if threading.current_thread() is threading.main_thread() else {}
         self.writer.start()
@@ -186,16 +192,6 @@ class Launcher:
             for s, h in old.items():
                 signal.signal(s, h)
         return self.summary
-
-    def _mpi(self) -> MPILauncher | None:
-        need = self.opts.job_mode == "mpi" or (self.alloc.kind != "local" and len(self.alloc.nodes) > 1)
-        try:
-            return choose(self.opts.mpi_launcher or self.alloc.kind)
-        except (LauncherNotFound, ValueError) as e:
-            if need:
-                raise
-            log.debug("no MPI launcher: %s", e)
-            return None
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop(f"signal {signal.Signals(signum).name}")
@@ -210,7 +206,7 @@ class Launcher:
         try:
             while True:
                 now = time.time()
-                d = self.deadline()
+                d = self.deadline
                 if d is not None and now >= d:
                     self.stop("allocation ends")
                 if self.stopping:
@@ -243,10 +239,7 @@ class Launcher:
                 self._handle(self.runner.poll())
                 if tty and now - last_status >= 1.0:
                     last_status = now
-                    s = self.summary
-                    el = max(1e-9, now - self.t0)
-                    sys.stderr.write(f"\r\x1b[Krunning {len(self.running)} | done {s.finished} | "
-                                     f"failed {s.failed} | retry {s.retried} | {s.started / el:.0f} jobs/s")
+                    sys.stderr.write(f"\r\x1b[K{self.summary.status(len(self.running), now - self.t0)}")
                     sys.stderr.flush()
         finally:
             ep.close()
@@ -289,7 +282,7 @@ class Launcher:
         waiting: list[Claimed] = []
         giveback: list[int] = []
         mode_mpi = self.opts.job_mode == "mpi"
-        d = self.deadline()
+        d = self.deadline
         limit_procs = self.opts.max_launches if mode_mpi else None
         while pending:
             if (self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs) \
@@ -321,7 +314,7 @@ class Launcher:
         if started:
             self.writer.put(started)
         if giveback:
-            claims.unclaim(self.ws, self.session_id, giveback)
+            self._unclaim(giveback)
         return bool(started)
 
     def _ranks(self) -> int:
@@ -343,8 +336,10 @@ class Launcher:
             if jid in self.user_killed:
                 self.user_killed.discard(jid)
                 continue  # already USER_KILLED in the DB; the session lets go of it at exit
-            changes, to_pool = outcome(c, ev, self.stop_reason if jid in self.stopping_ids else None,
-                                       pool=not self.stopping)
+            changes, to_pool, full = self.runner.outcome(c, ev, self.stop_reason if jid in self.stopping_ids
+                                                         else None, pool=not self.stopping)
+            if full is not None:
+                self.fault(full)
             out += changes
             if to_pool is not None:
                 self.writer.put(out)
@@ -354,7 +349,7 @@ class Launcher:
             self.writer.put(out)
 
     def _shutdown(self) -> None:
-        reason = self.stop_reason or "error"
+        why = self.stop_reason or "error"
         # Running jobs are stopped first, before waiting for the claiming thread (which may be in the middle of a
         # claim and its mkdirs): after a scheduler's TERM every second counts, and a job left to finish while
         # the launcher waits has run past the moment it was told to stop.
@@ -374,11 +369,15 @@ class Launcher:
         self._handle(self.runner.close(grace=0))
         self.transitions.shutdown()
         self.writer.stop()
-        self.summary.reason = reason
+        self.summary.reason = why
+        try:
+            self.ws.retry(lambda: sessions.finish(self.ws, self.session_id, leftovers, self.actor,
+                                                  reason="launcher {sid} exited"), attempts=20)
+        except Fault as e:  # the next launcher or the service recovers them once the heartbeat is stale
+            self.fault(reason(e))
+            log.warning("launcher %s: session not closed (%s): its jobs stay with it until they are recovered",
+                        self.session_id, again(e))
         self.summary.seconds = time.time() - self.t0
-
-        self.ws.retry(lambda: sessions.finish(self.ws, self.session_id, leftovers, self.actor,
-                                              reason="launcher {sid} exited"), attempts=20)
         if self.opts.status and sys.stderr.isatty():
             sys.stderr.write("\r\x1b[K")
         os.close(self._r)

@@ -11,14 +11,19 @@ the runner sets OMP_NUM_THREADS / CUDA_VISIBLE_DEVICES.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar
 
+from sluice.launcher.nodes import Allocation
+
 __all__ = ["AprunExec", "JsrunExec", "LauncherNotFound", "MPICHExec", "MPILauncher", "OpenMPIExec",
-           "SrunExec", "choose"]
+           "SrunExec", "choose", "for_allocation"]
+
+log = logging.getLogger("sluice.launcher")
 
 
 class LauncherNotFound(RuntimeError):
@@ -203,3 +208,16 @@ def choose(kind: str, env: Mapping[str, str] | None = None,
         if which("mpiexec"):
             return MPICHExec("mpiexec")
     raise LauncherNotFound(f"no MPI launcher for {kind!r}: none of {', '.join(tried)} is on PATH")
+
+
+def for_allocation(alloc: Allocation, job_mode: str, name: str | None = None) -> MPILauncher | None:
+    """The MPI launcher a launcher in `job_mode` on `alloc` uses (`name` forces one): required in mpi mode and
+    for node agents on a multi-node allocation (LauncherNotFound), else None when there is none."""
+    need = job_mode == "mpi" or (alloc.kind != "local" and len(alloc.nodes) > 1)
+    try:
+        return choose(name or alloc.kind)
+    except (LauncherNotFound, ValueError) as e:
+        if need:
+            raise
+        log.debug("no MPI launcher: %s", e)
+        return None

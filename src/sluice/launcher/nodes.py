@@ -48,6 +48,14 @@ class Allocation:
     end_time: float | None
     batch_id: str | None
 
+    def deadline(self, margin_s: float | None, start: float) -> float | None:
+        """When to stop starting and running jobs: the end, less `margin_s` (default: a tenth of the time left
+        at `start`, between 1 s and 2 min). None: the allocation does not end."""
+        if self.end_time is None:
+            return None
+        margin = margin_s if margin_s is not None else min(120.0, max(1.0, 0.1 * (self.end_time - start)))
+        return self.end_time - margin
+
 
 Runner = Callable[[list[str]], "str | None"]
 

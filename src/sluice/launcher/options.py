@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from sluice import environ
 from sluice.api.claims import Selection
 from sluice.launcher.nodes import Allocation
+from sluice.states import Change, S
 
 
 @dataclass
@@ -51,8 +52,15 @@ def selection(opts: Options, alloc: Allocation, machine: str | None) -> Selectio
         machine=opts.machine or machine)
 
 
+EXIT_FAULT = 3
+"""The exit code of a launcher stopped by a fault of the environment (as the CLI's for a Fault)."""
+
+
 @dataclass
 class Summary:
+    """What a launcher did, why it stopped (`reason`), and the fault of the environment that stopped it or
+    struck while it was stopping (`fault`: a full disk, a database gone), if any."""
+
     session_id: int = 0
     started: int = 0
     finished: int = 0
@@ -61,8 +69,30 @@ class Summary:
     seconds: float = 0.0
     reason: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    fault: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0, or EXIT_FAULT when a fault stopped the launcher (its jobs are recovered, not lost)."""
+        return EXIT_FAULT if self.fault else 0
+
+    def count(self, done: list[Change]) -> None:
+        """Count the changes that took effect."""
+        for c in done:
+            if c.to_state == S.JOB_FINISHED:
+                self.finished += 1
+            elif c.to_state == S.FAILED:
+                self.failed += 1
+            elif c.to_state == S.RESTART_READY:
+                self.retried += 1
+
+    def status(self, running: int, elapsed: float) -> str:
+        """The live status line."""
+        return (f"running {running} | done {self.finished} | failed {self.failed} | retry {self.retried} | "
+                f"{self.started / max(1e-9, elapsed):.0f} jobs/s")
 
     def line(self) -> str:
         rate = self.started / self.seconds if self.seconds > 0 else 0.0
+        also = f"; then {self.fault}" if self.fault and self.fault != self.reason else ""
         return (f"launcher {self.session_id}: {self.started} started, {self.finished} finished, {self.failed} failed, "
-                f"{self.retried} to retry in {self.seconds:.1f} s ({rate:.0f} jobs/s); stopped: {self.reason}")
+                f"{self.retried} to retry in {self.seconds:.1f} s ({rate:.0f} jobs/s); stopped: {self.reason}{also}")

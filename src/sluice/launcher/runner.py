@@ -17,36 +17,16 @@ from pathlib import Path
 from sluice import environ, states, templates
 from sluice.api.claims import Claimed
 from sluice.api.records import job_path
+from sluice.errors import DiskFull, one_line
 from sluice.launcher.agent import AgentClient
+from sluice.launcher.faults import FULL_ERRNOS, low_space
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
 from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner, make_dir
-from sluice.states import Change
+from sluice.states import Change, S
 
 _NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
-
-
-def outcome(c: Claimed, ev: Event, cut_short: str | None, *, pool: bool) -> tuple[list[Change], str | None]:
-    """The changes that a job's "exit" or "error" event makes, and the state to hand to the transition pool
-    (None: nothing to do there, or `pool` is False because the launcher is stopping). `cut_short`: the launcher
-    stopped the job, and why; one that still exited 0 had finished its work and counts as done."""
-    t = float(ev.get("t") or time.time())
-    if ev.get("ev") == "error":
-        rc, timed_out, why = 127, False, str(ev.get("msg"))
-    elif cut_short is not None and int(ev.get("rc", -15)) != 0:
-        rc, timed_out, why = int(ev.get("rc", -15)), True, f"stopped: {cut_short}"
-    else:
-        rc, timed_out, why = int(ev["rc"]), bool(ev.get("timed_out")), None
-        if timed_out:
-            why = f"exceeded its wall time of {c.wall_time_min:g} min"
-    after = states.exit_state(rc, timed_out)
-    needs = states.needs_hook(after, postprocess=c.postprocess, stage_out=c.stage_out, error_handler=c.error_handler,
-                              timeout_handler=c.timeout_handler)
-    changes, to_pool = states.after_exit(c.id, rc, timed_out, retry_count=c.retry_count, max_retries=c.max_retries,
-                                         on_error=c.on_error, on_timeout=c.on_timeout, needs_pool=needs and pool, t=t,
-                                         why=why)
-    return changes, (after if to_pool else None)
 
 
 class Runner:
@@ -115,13 +95,52 @@ class Runner:
 
     def prepare(self, claimed: Sequence[Claimed]) -> None:
         """Make the working directories of jobs about to start, from the claiming thread: a mkdir is a
-        tenth of a task's spawn, and the main loop's time is the launcher's throughput."""
+        tenth of a task's spawn, and the main loop's time is the launcher's throughput. A full disk raises
+        DiskFull (no job is to blame); other errors are left for the spawner to report as the job's."""
         for c in claimed:
             try:
                 make_dir(self.workdir(c))
-            except OSError:
-                continue  # the spawner tries again and reports the error as the job's
+            except OSError as e:
+                if e.errno in FULL_ERRNOS:
+                    raise DiskFull(f"disk full: cannot make {self.workdir(c)}: {one_line(e)}") from e
+                continue
             self.prepared.add(c.id)
+
+    def outcome(self, c: Claimed, ev: Event, cut_short: str | None, *,
+                pool: bool) -> tuple[list[Change], str | None, str | None]:
+        """What a job's "exit" or "error" event makes: its changes; the state to hand to the transition pool
+        (None: nothing to do there, or `pool` is False because the launcher is stopping); and, when the run
+        failed because the disk is full, what says so (the job is retried whatever its app's policy, and the
+        launcher must stop). `cut_short`: the launcher stopped the job, and why; one that still exited 0 had
+        finished its work and counts as done."""
+        t = float(ev.get("t") or time.time())
+        if ev.get("ev") == "error":
+            rc, timed_out, why = 127, False, str(ev.get("msg"))
+        elif cut_short is not None and int(ev.get("rc", -15)) != 0:
+            rc, timed_out, why = int(ev.get("rc", -15)), True, f"stopped: {cut_short}"
+        else:
+            rc, timed_out, why = int(ev["rc"]), bool(ev.get("timed_out")), None
+            if timed_out:
+                why = f"exceeded its wall time of {c.wall_time_min:g} min"
+        if rc and not timed_out and (full := self.disk_full(c, ev, rc)) is not None:
+            return states.after_failure(c.id, S.RUNNING, full, via=S.RUN_ERROR, retry_count=c.retry_count,
+                                        max_retries=c.max_retries, data={"exit_code": rc}, at=t), None, full
+        after = states.exit_state(rc, timed_out)
+        needs = states.needs_hook(after, postprocess=c.postprocess, stage_out=c.stage_out,
+                                  error_handler=c.error_handler, timeout_handler=c.timeout_handler)
+        changes, to_pool = states.after_exit(c.id, rc, timed_out, retry_count=c.retry_count,
+                                             max_retries=c.max_retries, on_error=c.on_error,
+                                             on_timeout=c.on_timeout, needs_pool=needs and pool, t=t, why=why)
+        return changes, (after if to_pool else None), None
+
+    def disk_full(self, c: Claimed, ev: Event, rc: int) -> str | None:
+        """Why this failed run is the full disk's fault, not the job's (None: it may well be the job's). Asked
+        only of runs that failed: a spawn that hit ENOSPC/EDQUOT, or a process that failed while its
+        directory's file system is out of room (a process cannot say why it failed)."""
+        if ev.get("ev") == "error":
+            return f"disk full: job {c.id}: {ev.get('msg')}" if ev.get("errno") in FULL_ERRNOS else None
+        low = low_space(self.workdir(c))
+        return None if low is None else f"disk full: job {c.id} exited {rc} with {low}"
 
     def start(self, c: Claimed, p: Placement) -> None:
         """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events."""

@@ -3,8 +3,8 @@
 It knows the workspace, its session, the selection and the options, and reads the launcher it feeds only
 through `Progress` (a few read-only numbers and questions). It hands work over through its `buffer` (a deque:
 it appends claimed jobs in claim order, the main loop pops them from the left) and through callbacks:
-`prepare` (make the jobs' directories, off the main loop), `process` (a job for the transition pool) and
-`wake` (new work is there).
+`prepare` (make the jobs' directories, off the main loop), `process` (a job for the transition pool), `wake`
+(new work is there) and `on_fatal` (the disk is full: it stops claiming, and the launcher must stop).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Protocol
 from sluice.api import Workspace, claims, sessions
 from sluice.api.claims import Claimed, Selection
 from sluice.errors import one_line
+from sluice.launcher.faults import is_full, reason
 from sluice.launcher.options import Options
 from sluice.states import PROCESSABLE
 
@@ -60,7 +61,8 @@ class Source(threading.Thread):
 
     def __init__(self, ws: Workspace, session_id: int, actor: str, selection: Selection, opts: Options,
                  capacity: int, progress: Progress, *, prepare: Callable[[list[Claimed]], None],
-                 process: Callable[[int, str], None], wake: Callable[[], None]) -> None:
+                 process: Callable[[int, str], None], wake: Callable[[], None],
+                 on_fatal: Callable[[str], None]) -> None:
         super().__init__(name="sluice-source", daemon=True)
         self.ws = ws
         self.session_id = session_id
@@ -72,6 +74,7 @@ class Source(threading.Thread):
         self.prepare = prepare
         self.process = process
         self.wake = wake
+        self.on_fatal = on_fatal
         self.buffer: deque[Claimed] = deque()
         self.cv = threading.Condition()
         self.stopped = False
@@ -152,6 +155,9 @@ class Source(threading.Thread):
                     sessions.recover(ws, stale_after=opts.stale_after_s, actor=self.actor, exclude=self.session_id)
                     next_recover = time.monotonic() + opts.heartbeat_s
             except Exception as e:
+                if is_full(e):  # retrying cannot help, and every claim would say so again
+                    self.on_fatal(reason(e))
+                    return
                 log.warning("claiming failed, will retry: %s", one_line(e, 200))
             if got:
                 self.idle_since = None
@@ -167,7 +173,7 @@ class Source(threading.Thread):
     def _claim(self, n: int) -> int:
         got = claims.claim(self.ws, self.session_id, self.selection, n, max_wall_min=self.progress.time_left_min())
         fresh = [c for c in got if c.id not in self.skip]
-        self.prepare(fresh)
+        self.prepare(fresh)  # on a full disk these are never started: they go back when the session ends
         self.buffer.extend(fresh)
         return len(got)
 

@@ -16,6 +16,9 @@ import signal
 import sys
 from collections.abc import Callable
 
+from sluice.errors import Fault, one_line
+from sluice.launcher.options import EXIT_FAULT
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -42,6 +45,9 @@ def supervised(target: Callable[[], int]) -> int:
             code = target()
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except Fault as e:  # the environment failed (a full disk at the start, say): one line, as the CLI says
+            sys.stderr.write(f"sluice: error: {one_line(e)}\n")
+            code = EXIT_FAULT
         except BaseException:
             import traceback
 

@@ -243,7 +243,10 @@ class Worker:
                                         close_fds=False, start_new_session=True)
                 pid = proc.pid
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            return {"ev": "error", "id": task.id, "msg": f"cannot spawn {args[:1]!r}: {exc}"}
+            ev: Event = {"ev": "error", "id": task.id, "msg": f"cannot spawn {args[:1]!r}: {exc}"}
+            if isinstance(exc, OSError) and exc.errno:  # the launcher tells a full disk from the job's fault
+                ev["errno"] = exc.errno
+            return ev
         finally:
             if out != devnull:
                 os.close(out)

@@ -3,7 +3,8 @@
 These run in a thread pool beside the launching loop and return the state changes to write; the loop never
 waits for them. A hook is a shell command run in the job's directory with the job's environment, or
 `py:module:function`, called with the Job. Transient failures (database, network) are retried; a job goes
-FAILED only for its own faults, with the reason in its history.
+FAILED only for its own faults, with the reason in its history. A full disk is never a job's fault: it is
+raised (DiskFull or the OSError), so that the launcher stops and the job waits for the next one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 from sluice import environ, transfers
 from sluice.api import Job, Workspace
+from sluice.errors import DiskFull
+from sluice.launcher.faults import is_full, low_space
 from sluice.states import FREE, Change, S, after_failure
 
 HOOK_TIMEOUT_S = 3600.0
@@ -38,6 +41,8 @@ def run_hook(ws: Workspace, job: Job, hook: str, what: str) -> tuple[bool, str]:
             finally:
                 sys.path.remove(str(cwd))
         except Exception as e:  # the user's hook failed: that is the job's fault, reported
+            if is_full(e):
+                raise
             return False, f"{what} hook {hook} raised {type(e).__name__}: {e}"
         return (result is not False), f"{what} hook {hook} returned {result!r}"
     app = ws.app(job.app)
@@ -51,6 +56,8 @@ def run_hook(ws: Workspace, job: Job, hook: str, what: str) -> tuple[bool, str]:
         except subprocess.TimeoutExpired:
             return False, f"{what} `{hook}` timed out after {HOOK_TIMEOUT_S:.0f} s"
     if p.returncode != 0:
+        if (low := low_space(str(cwd))) is not None:
+            raise DiskFull(f"disk full: job {job.id}: {what} `{hook}` exited {p.returncode} with {low}")
         return False, f"{what} `{hook}` exited {p.returncode} (see {log.name})"
     return True, f"{what} done"
 
@@ -94,6 +101,8 @@ def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | 
         try:
             _attempt(stage_in, job)
         except (transfers.TransferError, OSError) as e:
+            if is_full(e):
+                raise
             return [Change(job_id, S.READY, S.FAILED, f"stage-in failed: {e}", fields=FREE)]
         return _preprocess(ws, job, app.preprocess, S.READY, staged=True)
     if state == S.STAGED_IN:
@@ -111,6 +120,8 @@ def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | 
         try:
             _attempt(stage_out, job)
         except (transfers.TransferError, OSError) as e:
+            if is_full(e):
+                raise
             return out + [Change(job_id, frm, S.FAILED, f"stage-out failed: {e}", fields=FREE)]
         return out + [Change(job_id, frm, S.JOB_FINISHED, None, fields=FREE)]
     if state in (S.RUN_ERROR, S.RUN_TIMEOUT):

@@ -2,11 +2,15 @@
 
 It knows the workspace, its session and a handful of callbacks, nothing of the launcher that feeds it: changes
 come in through `put` (a queue), and it answers through `on_written` (what took effect), `on_killed` (running
-jobs a user killed meanwhile) and `on_fatal` (the database is gone for good: the launcher must stop).
+jobs a user killed meanwhile) and `on_fatal` (the disk is full, or the database gone for good: the launcher
+must stop). After a fatal fault it writes nothing more until `stop()`, which tries once to write everything
+held back; what still cannot be written stays undone, and its jobs stay with the session until the next
+launcher or the service recovers them: nothing is lost, nothing marked done that did not finish.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -14,8 +18,10 @@ from collections.abc import Callable
 
 from sluice.api import Workspace, claims, sessions
 from sluice.api.transitions import write_changes
-from sluice.errors import one_line
+from sluice.launcher.faults import again, reason
 from sluice.states import Change
+
+log = logging.getLogger("sluice.launcher")
 
 
 class Writer(threading.Thread):
@@ -78,6 +84,7 @@ class Writer(threading.Thread):
                                         attempts=120)
                     finally:
                         self.writing = False
+                    batch = []
                     self.on_written(done)
                 now = time.monotonic()
                 if now >= next_beat:
@@ -90,10 +97,26 @@ class Writer(threading.Thread):
                         if dead:
                             self.on_killed(dead)
                         next_kill_check = now + 1.0
-            except BaseException as e:  # a database gone for minutes: stop the launcher, jobs are recovered
+            except BaseException as e:  # a full disk, a database gone for minutes: stop, jobs are recovered
                 self.error = e
-                self.on_fatal(f"database error: {one_line(e, 200)}")
+                self.on_fatal(reason(e))
+                self._hold(batch, e, more=not stopping)
                 return
+
+    def _hold(self, held: list[Change], e: BaseException, *, more: bool) -> None:
+        """After a fatal fault: keep what still comes in until stop(), then try once to write it all."""
+        if more:
+            while (item := self.q.get()) is not None:
+                held += item
+            if held:
+                try:
+                    self.on_written(write_changes(self.ws, held, self.actor))
+                    return
+                except Exception as later:
+                    e = later
+        if held:
+            log.warning("%d state changes not written (%s): their jobs stay with launcher session %s until the "
+                        "next launcher or the service recovers them", len(held), again(e), self.session_id)
 
     def stop(self) -> None:
         self.q.put(None)
