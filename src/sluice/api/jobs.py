@@ -191,14 +191,20 @@ class Jobs(Apps):
 def _set_state(ws: Queries, conn: Connection, jid: int, state: str, message: str | None,
                by_launcher: bool) -> None:
     target = parse_state(state)
-    if target in LAUNCHER_ONLY and not by_launcher:
-        raise UserError(f"only a launcher sets {target}: it records a run's progress; to run job {jid} "
-                        "(again), set state=RESTART_READY and start a launcher")
+    if not by_launcher:
+        check_user_state(target, jid)
     cur = states_of(conn, [jid], lock=True)[jid]
     check_path(cur, (target,))
     apply(conn, [Change(jid, cur, target, message or f"set to {target} by user")], ws.actor)
     if target == S.JOB_FINISHED:
         release_children(conn, [jid], ws.actor)
+
+
+def check_user_state(target: str, jid: int) -> None:
+    """States that record a launcher's work are not a user's to set: nothing would move the job on."""
+    if target in LAUNCHER_ONLY:
+        raise UserError(f"only a launcher sets {target}: it records a run's progress; to run job {jid} "
+                        "(again), set state=RESTART_READY (or `sluice retry`) and start a launcher")
 
 
 def current_job_id() -> int:

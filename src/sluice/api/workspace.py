@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.api.jobs import Jobs, current_job_id
+from sluice.api.bulk import Bulk
+from sluice.api.jobs import current_job_id
 from sluice.api.records import Job
 
 
-class Workspace(Jobs):
+class Workspace(Bulk):
     """A campaign: a directory with sluice.toml, data/, logs/, and the job database it names.
 
-    Reads are Queries' (queries.py), app changes Apps' (apps.py), job changes Jobs' (jobs.py); opening and
-    transactions are WorkspaceBase's (base.py).
+    Reads are Queries' (queries.py), app changes Apps' (apps.py), job changes Jobs' (jobs.py), bulk verbs
+    Bulk's (bulk.py); opening and transactions are WorkspaceBase's (base.py).
     """
 
 

@@ -21,6 +21,7 @@ from sluice.cli.common import (
     job_spec_options,
     open_ws,
     parse_json,
+    resolve_all,
     split_args,
 )
 from sluice.errors import UserError
@@ -186,19 +187,20 @@ def parse_field(field: str, value: str) -> tuple[str, Any]:
 @click.command(context_settings=CONTEXT,
                epilog="Example: sluice modify 42 --set num_nodes=4 --set wall_time_min=01:30:00 "
                       "--set 'params={\"temp\": 310}'\n\n"
-                      "Example: sluice modify 42 --set state=RESTART_READY")
-@click.argument("job")
+                      "Example: sluice modify --workflow scan --state FAILED --set max_retries=5 --yes")
+@click.argument("jobs", nargs=-1)
+@filter_options
 @click.option("--set", "sets", multiple=True, required=True, metavar="FIELD=VALUE",
               help="A field to change (JSON for params, data, tags, environment, stage_in, stage_out). Repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="Print the changed job as JSON.")
-def modify(job: str, sets: tuple[str, ...], as_json: bool) -> None:
-    """Change fields of a job, or its state.
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before changing several jobs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the changed job as JSON (one job only).")
+def modify(jobs: tuple[str, ...], sets: tuple[str, ...], yes: bool, as_json: bool, **kw: Any) -> None:
+    """Change fields of jobs, or their state, all in one transaction.
 
-    Values are read as the field needs: whole numbers, minutes or HH:MM:SS, JSON for params, data, tags,
-    environment, stage_in and stage_out, text otherwise. A state changes only by a legal transition.
+    Jobs are named by id, or selected with the filters of `ls`. Values are read as the field needs: whole
+    numbers, minutes or HH:MM:SS, JSON for params, data, tags, environment, stage_in and stage_out, text
+    otherwise. A state changes only by a legal transition. One job that cannot change, and none does.
     """
-    from sluice.states import check, parse_state
-
     ws = open_ws()
     changes: dict[str, Any] = {}
     for item in sets:
@@ -207,17 +209,48 @@ def modify(job: str, sets: tuple[str, ...], as_json: bool) -> None:
             raise UserError(f"bad --set {item!r}: write it as FIELD=VALUE, e.g. --set num_nodes=4")
         k, v = parse_field(field, value)
         changes[k] = v
-    jid = ws.resolve(job)
-    if "state" in changes:
-        # check the transition before any other field is written, so a refused state changes nothing
-        target = parse_state(str(changes["state"]))
-        check(ws.job(jid).state, target)
-        changes["state"] = target.value
-    j = ws.modify(jid, **changes)
-    if as_json:
-        render.print_json(j.to_dict())
+    ids = selected(ws, jobs, kw, "modify")
+    confirm(f"Change {', '.join(sorted(changes))} of {len(ids)} job(s)?", ids, jobs, yes)
+    if len(ids) == 1:
+        j = ws.modify(ids[0], **changes)
+        if as_json:
+            render.print_json(j.to_dict())
+            return
     else:
-        click.echo(f"job {j.id}: changed {', '.join(sorted(changes))}")
+        ws.modify_jobs(ids, **changes)
+    click.echo(f"changed {', '.join(sorted(changes))} of {_count(ids)}")
+
+
+def selected(ws: Workspace, refs: tuple[str, ...], kw: dict[str, Any], verb: str) -> list[int]:
+    """The jobs a bulk verb acts on: those named, and those the filters select."""
+    if not refs and not any_filter(kw):
+        raise UserError(f"say which jobs to {verb}: give ids or names, or filters (--state, --workflow, --app, "
+                        "--tag, --name, --id)")
+    ids = set(resolve_all(ws, refs))
+    if any_filter(kw):
+        ids.update(ws.ids(**build_filters(ws, kw)))
+    if not ids:
+        raise UserError(f"no jobs match; nothing to {verb} (see `sluice ls` with the same filters)")
+    return sorted(ids)
+
+
+def confirm(question: str, ids: list[int], refs: tuple[str, ...], yes: bool) -> None:
+    """Ask before touching several jobs (or any selected by filters) unless --yes."""
+    if yes or (len(ids) == 1 and len(refs) == 1):
+        return
+    try:
+        ok = click.confirm(question, default=False, err=True)
+    except click.Abort:
+        click.echo("", err=True)
+        ok = False
+    if not ok:
+        click.echo("nothing changed (pass --yes to skip this question)", err=True)
+        raise SystemExit(1)
+
+
+def _count(ids: list[int]) -> str:
+    shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
+    return f"{len(ids)} job(s): {shown}"
 
 
 # ----------------------------------------------------------------------------------------------- rm
@@ -266,19 +299,43 @@ def rm(what: str, all_jobs: bool, yes: bool, force: bool, **kw: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------ killjob
-@click.command(context_settings=CONTEXT, epilog="Example: sluice killjob 42 --recursive")
-@click.argument("job")
-@click.option("--recursive", "-r", is_flag=True, help="Kill its descendants too.")
-def killjob(job: str, recursive: bool) -> None:
-    """Stop a job: mark it USER_KILLED.
+@click.command(context_settings=CONTEXT, epilog="Example: sluice killjob 42 --recursive\n\n"
+                                                "Example: sluice killjob --workflow scan --state RUNNING --yes")
+@click.argument("jobs", nargs=-1)
+@filter_options
+@click.option("--recursive", "-r", is_flag=True, help="Kill their descendants too.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before killing several jobs.")
+def killjob(jobs: tuple[str, ...], recursive: bool, yes: bool, **kw: Any) -> None:
+    """Stop jobs: mark them USER_KILLED, all in one transaction.
 
-    A launcher running it stops the process; children still waiting on it fail, saying why.
+    Jobs are named by id, or selected with the filters of `ls`. A launcher running one stops the process;
+    children still waiting on a killed job fail, saying why.
     """
     ws = open_ws()
-    killed = ws.kill(job, recursive=recursive)
+    ids = selected(ws, jobs, kw, "kill")
+    confirm(f"Kill {len(ids)} job(s){' and their descendants' if recursive else ''}?", ids, jobs, yes)
+    killed = ws.kill(ids[0], recursive=recursive) if len(ids) == 1 else ws.kill_jobs(ids, recursive=recursive)
     if killed:
-        click.echo(f"killed {len(killed)} job(s): {', '.join(map(str, killed[:20]))}"
-                   + (" ..." if len(killed) > 20 else ""))
+        click.echo(f"killed {_count(killed)}")
     else:
         click.echo("nothing to kill: those jobs had already ended")
+
+
+# -------------------------------------------------------------------------------------------- retry
+@click.command(context_settings=CONTEXT, epilog="Example: sluice retry --workflow scan --state FAILED --yes")
+@click.argument("jobs", nargs=-1)
+@filter_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before retrying several jobs.")
+def retry(jobs: tuple[str, ...], yes: bool, **kw: Any) -> None:
+    """Run FAILED or killed jobs again, with a fresh retry budget, all in one transaction.
+
+    Each goes back through its stage-in and preprocess (or waits for parents that have not finished), and
+    its descendants that failed because of it wait for it again.
+    """
+    ws = open_ws()
+    ids = selected(ws, jobs, kw, "retry")
+    confirm(f"Retry {len(ids)} job(s)?", ids, jobs, yes)
+    again = ws.retry_jobs(ids)
+    extra = len(again) - len(ids)
+    click.echo(f"retrying {_count(ids)}" + (f"; {extra} descendant(s) wait for them again" if extra else ""))
 

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "modify": ("sluice.cli.jobs", "modify"),
     "rm": ("sluice.cli.jobs", "rm"),
     "killjob": ("sluice.cli.jobs", "killjob"),
+    "retry": ("sluice.cli.jobs", "retry"),
     "ls": ("sluice.cli.query", "ls"),
     "show": ("sluice.cli.query", "show"),
     "history": ("sluice.cli.query", "history"),

@@ -39,6 +39,7 @@ def submit(file: str, dry_run: bool, new: bool, as_json: bool) -> None:
     """
     from sluice.api import workflow_file
     from sluice.cli import render
+    from sluice.cli.progressbar import progress
 
     path = Path(file)
     ws = open_ws()
@@ -54,7 +55,7 @@ def submit(file: str, dry_run: bool, new: bool, as_json: bool) -> None:
         if p.to_add > 10:
             click.echo(f"  ... and {p.to_add - 10} more")
         return
-    with render.progress("adding jobs", p.to_add) as step:
+    with progress("adding jobs", p.to_add) as step:
         ids = workflow_file.add(ws, p, progress=step)
     if as_json:
         render.print_json({p.specs[i].get("name"): jid for i, jid in sorted(ids.items())})
