@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("sluice.cli.query", "show"),
     "history": ("sluice.cli.query", "history"),
     "submit": ("sluice.cli.submit", "submit"),
+    "watch": ("sluice.cli.watch", "watch"),
     "launcher": ("sluice.cli.launcher", "launcher"),
     "service": ("sluice.cli.service", "service"),
     "queue": ("sluice.cli.service", "queue"),
