@@ -27,5 +27,11 @@ if ((${#missing[@]})); then
   "${apt[@]}" >/dev/null || { apt-get update -qq && "${apt[@]}" >/dev/null; }
 fi
 
+if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then  # tests/web drives the dashboard in it
+  echo "test-services: installing chromium and chromium-driver"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
+
 bash "$root/scripts/slurm-cluster.sh" start --nodes 4
 echo "test-services: PostgreSQL, MariaDB, Slurm (4 nodes) and MPICH are ready"
