@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sluice.cli.common import CONTEXT, workspace_arg
+from sluice.cli.dbserver import migrate_to
 
 SCHEDULERS = ("local", "slurm", "pbs", "cobalt", "lsf")
 
@@ -39,6 +40,9 @@ def init(path: str, db_url: str | None, scheduler: str) -> None:
 @click.group(context_settings=CONTEXT, epilog="Example: sluice db upgrade")
 def db() -> None:
     """Look after the workspace's database."""
+
+
+db.add_command(migrate_to)
 
 
 @db.command(context_settings=CONTEXT, epilog="Example: sluice db upgrade")
