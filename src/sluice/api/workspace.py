@@ -17,10 +17,11 @@ from typing import Any
 
 from sluice.api.bulk import Bulk
 from sluice.api.jobs import current_job_id
+from sluice.api.progress import Progress
 from sluice.api.records import Job
 
 
-class Workspace(Bulk):
+class Workspace(Bulk, Progress):
     """A campaign: a directory with sluice.toml, data/, logs/, and the job database it names.
 
     Reads are Queries' (queries.py), app changes Apps' (apps.py), job changes Jobs' (jobs.py), bulk verbs

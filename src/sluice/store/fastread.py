@@ -9,12 +9,13 @@ also gives the proper errors.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sluice import config
+from sluice import config, schema
 from sluice.states import State, shown
 
 STATES = tuple(s.value for s in State)
@@ -26,13 +27,20 @@ _PG = ("postgresql+psycopg://", "postgresql://")
 def connect(workspace: str | None) -> Any | None:
     """A read-only DB-API connection (sqlite3 or psycopg) to the workspace's database with a current schema,
     else None. Either works as a context manager and has `execute`."""
+    got = open_workspace(workspace)
+    return None if got is None else got[0]
+
+
+def open_workspace(workspace: str | None) -> tuple[Any, config.Config] | None:
+    """connect(), and the workspace's configuration (where its data directory is)."""
     try:
         cfg = config.load(config.find_workspace(workspace))
     except Exception:
         return None
     url = cfg.db_url
     if url.startswith(_PG):
-        return _connect_pg("postgresql://" + url.split("://", 1)[1])
+        conn = _connect_pg("postgresql://" + url.split("://", 1)[1])
+        return None if conn is None else (conn, cfg)
     prefix = "sqlite:///"
     if not url.startswith(prefix):
         return None
@@ -47,7 +55,7 @@ def connect(workspace: str | None) -> Any | None:
     if rev is None or rev[0] != config.SCHEMA_HEAD:
         conn.close()
         return None
-    return conn
+    return conn, cfg
 
 
 def _connect_pg(url: str) -> Any | None:
@@ -73,32 +81,41 @@ def _mark(conn: Any) -> str:
     return "?" if isinstance(conn, sqlite3.Connection) else "%s"
 
 
-def _where(states: Sequence[str], workflows: Sequence[str], mark: str) -> tuple[str, list[Any]] | None:
+def _where(states: Sequence[str], workflows: Sequence[str], mark: str,
+           relation: tuple[str, int] | None = None) -> tuple[str, list[Any]] | None:
+    """The WHERE clause of the simple filters; `relation` ("parents" or "children", job id) keeps a job's
+    parents or children only."""
     names = [s.strip().upper() for s in states]
     if any(n not in STATES for n in names):
         return None  # let the API name the bad state
-    conds, args = [], []
+    conds: list[str] = []
+    args: list[Any] = []
     if names:
         conds.append(f"j.state IN ({','.join([mark] * len(names))})")
         args += names
     if workflows:
         conds.append(f"j.workflow IN ({','.join([mark] * len(workflows))})")
         args += list(workflows)
+    if relation is not None:
+        mine, theirs = ("child_id", "parent_id") if relation[0] == "parents" else ("parent_id", "child_id")
+        conds.append(f"j.id IN (SELECT {theirs} FROM job_parents WHERE {mine} = {mark})")
+        args.append(relation[1])
     return (" WHERE " + " AND ".join(conds) if conds else ""), args
 
 
-def summary(conn: Any, states: Sequence[str], workflows: Sequence[str]) -> dict[str, int] | None:
-    w = _where(states, workflows, _mark(conn))
+def summary(conn: Any, states: Sequence[str], workflows: Sequence[str],
+            relation: tuple[str, int] | None = None) -> dict[str, int] | None:
+    w = _where(states, workflows, _mark(conn), relation)
     if w is None:
         return None
     counts = dict(conn.execute(f"SELECT j.state, count(*) FROM jobs j{w[0]} GROUP BY j.state", w[1]).fetchall())
     return {s: counts[s] for s in STATES if counts.get(s)}
 
 
-def listing(conn: Any, states: Sequence[str], workflows: Sequence[str], limit: int
-            ) -> tuple[list[tuple[Any, ...]], int] | None:
+def listing(conn: Any, states: Sequence[str], workflows: Sequence[str], limit: int,
+            relation: tuple[str, int] | None = None) -> tuple[list[tuple[Any, ...]], int] | None:
     """(rows of job_id, name, workflow, application, state; total matching), first `limit` by id."""
-    w = _where(states, workflows, _mark(conn))
+    w = _where(states, workflows, _mark(conn), relation)
     if w is None:
         return None
     q = (f"SELECT j.id, j.name, j.workflow, a.name, j.state, j.session_id IS NOT NULL FROM jobs j "
@@ -109,3 +126,99 @@ def listing(conn: Any, states: Sequence[str], workflows: Sequence[str], limit: i
         rows = rows[:limit]
         total = conn.execute(f"SELECT count(*) FROM jobs j{w[0]}", w[1]).fetchone()[0]
     return rows, total
+
+
+# ------------------------------------------------------------------ show, history, queue ls, relatives
+_JOB_KINDS = {c.name: c.kind for c in schema.JOB_COLUMNS}
+_BATCH_JSON = ("filters",)
+
+
+def _decoded(conn: Any, value: Any, kind: str) -> Any:
+    """A column's value as SQLAlchemy gives it: JSON text decoded on SQLite (psycopg decodes it itself),
+    0/1 as booleans."""
+    if kind == "json" and isinstance(conn, sqlite3.Connection) and isinstance(value, str):
+        return json.loads(value)
+    if kind == "bool" and value is not None:
+        return bool(value)
+    return value
+
+
+def resolve(conn: Any, ref: str) -> int | None:
+    """The job id `ref` names (an id, a unique id prefix, a name or WORKFLOW/NAME), as Queries.resolve finds it;
+    None when it names no job or several (the API path then says which)."""
+    m, s = _mark(conn), ref.strip()
+    if s.isdigit():
+        if conn.execute(f"SELECT id FROM jobs WHERE id = {m}", [int(s)]).fetchone():
+            return int(s)
+        top = conn.execute("SELECT max(id) FROM jobs").fetchone()[0] or 0
+        found: list[int] = []
+        for extra in range(1, len(str(top)) - len(s) + 1):
+            lo, hi = int(s) * 10**extra, (int(s) + 1) * 10**extra
+            found += [r[0] for r in conn.execute(f"SELECT id FROM jobs WHERE id >= {m} AND id < {m} LIMIT 2",
+                                                 [lo, hi]).fetchall()]
+            if len(found) > 1:
+                return None
+    else:
+        wf, _, name = s.rpartition("/")
+        q, args = f"SELECT id FROM jobs WHERE name = {m}", [name]
+        if wf:
+            q, args = q + f" AND workflow = {m}", [name, wf]
+        found = [r[0] for r in conn.execute(q + " LIMIT 2", args).fetchall()]
+    return found[0] if len(found) == 1 else None
+
+
+def job(conn: Any, job_id: int) -> dict[str, Any] | None:
+    """Every field of one job, decoded as the API's Job has them, and `app` (its app's name)."""
+    names = list(_JOB_KINDS)
+    row = conn.execute(f"SELECT {', '.join('j.' + n for n in names)}, a.name FROM jobs j JOIN apps a "
+                       f"ON a.id = j.app_id WHERE j.id = {_mark(conn)}", [job_id]).fetchone()
+    if row is None:
+        return None
+    d = {n: _decoded(conn, v, _JOB_KINDS[n]) for n, v in zip(names, row, strict=False)}
+    for k, make in schema.JSON_EMPTY.items():
+        if d.get(k) is None:
+            d[k] = make()
+    d["app"] = row[-1]
+    return d
+
+
+def relatives(conn: Any, job_id: int, side: str, first: int | None
+              ) -> tuple[dict[str, int], list[tuple[Any, ...]]]:
+    """A job's parents (side "parents") or children: how many per state, and the first `first` of them (all:
+    None) by id as (id, name, state)."""
+    mine, theirs = ("child_id", "parent_id") if side == "parents" else ("parent_id", "child_id")
+    sub = f"j.id IN (SELECT {theirs} FROM job_parents WHERE {mine} = {_mark(conn)})"
+    counts = dict(conn.execute(f"SELECT j.state, count(*) FROM jobs j WHERE {sub} GROUP BY j.state",
+                               [job_id]).fetchall())
+    rows = conn.execute(f"SELECT j.id, j.name, j.state FROM jobs j WHERE {sub} ORDER BY j.id"
+                        + ("" if first is None else f" LIMIT {int(first)}"),
+                        [job_id]).fetchall()
+    return {s: counts[s] for s in STATES if counts.get(s)}, [tuple(r) for r in rows]
+
+
+EVENT_FIELDS = ("id", "job_id", "from_state", "to_state", "timestamp", "actor", "message", "data")
+
+
+def history(conn: Any, job_id: int) -> list[dict[str, Any]]:
+    """A job's events, oldest first, as dicts of the API's Event fields."""
+    rows = conn.execute(f"SELECT {', '.join(EVENT_FIELDS)} FROM events WHERE job_id = {_mark(conn)} ORDER BY id",
+                        [job_id]).fetchall()
+    return [{**dict(zip(EVENT_FIELDS, r, strict=True)), "data": _decoded(conn, r[-1], "json")} for r in rows]
+
+
+BATCH_FIELDS = ("id", "scheduler", "native_id", "queue", "project", "num_nodes", "wall_time_min", "job_mode",
+                "state", "message", "filters", "workdir", "submitted_at", "started_at", "ended_at")
+
+
+def batch_jobs(conn: Any, states: Sequence[str] | None) -> list[dict[str, Any]]:
+    """The launcher batch jobs by id (only those in `states` when given), as dicts of their columns."""
+    q, args = f"SELECT {', '.join(BATCH_FIELDS)} FROM batch_jobs", list(states or ())
+    if states:
+        q += f" WHERE state IN ({','.join([_mark(conn)] * len(args))})"
+    out = []
+    for r in conn.execute(q + " ORDER BY id", args).fetchall():
+        d = dict(zip(BATCH_FIELDS, r, strict=True))
+        for k in _BATCH_JSON:
+            d[k] = _decoded(conn, d[k], "json")
+        out.append(d)
+    return out

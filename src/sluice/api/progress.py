@@ -1,0 +1,163 @@
+"""Waiting for jobs: `Workspace.wait`, `Workspace.as_completed`, and the snapshots `sluice wait` draws.
+
+Waiting is polling (the database is the only thing every launcher, service and user shares), so each poll is
+one cheap query: jobs per state for the filter (one GROUP BY on indexed columns), or the states of the ids still
+waited for, 900 at a time. The pause between polls grows with what a poll costs (at least ten times its own
+duration), so a wait on a million jobs never keeps the database busy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+
+from sluice.api.queries import Queries
+from sluice.api.records import Job
+from sluice.errors import UserError
+from sluice.states import END, S, State
+from sluice.store.db import CHUNK
+from sluice.store.models import jobs as jobs_t
+
+BAD_ENDS = frozenset({S.FAILED, S.USER_KILLED})
+POLL_SHARE = 0.1
+"""A poll may keep the database busy at most this share of the time."""
+
+
+class WaitTimeout(TimeoutError):
+    """The wait ran out of time before every selected job ended; `counts` are the last jobs per state."""
+
+    def __init__(self, counts: dict[str, int], timeout: float) -> None:
+        self.counts = counts
+        done = sum(n for s, n in counts.items() if s in END)
+        super().__init__(f"{sum(counts.values()) - done} of {sum(counts.values())} job(s) not done after {timeout:g} s")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Jobs per state at one poll, and the seconds since the wait began."""
+
+    counts: dict[str, int]
+    elapsed: float
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        """Jobs in an end state: JOB_FINISHED, FAILED or USER_KILLED."""
+        return sum(n for s, n in self.counts.items() if s in END)
+
+    @property
+    def bad(self) -> int:
+        """Jobs that FAILED or were USER_KILLED."""
+        return sum(n for s, n in self.counts.items() if s in BAD_ENDS)
+
+    @property
+    def all_done(self) -> bool:
+        return self.done == self.total
+
+
+def ordered(counts: dict[str, int]) -> dict[str, int]:
+    """Counts in the order of the state machine, empty states left out (as Workspace.summary gives them)."""
+    return {s.value: counts[s.value] for s in State if counts.get(s.value)}
+
+
+class Progress(Queries):
+    """Waiting for the Workspace's jobs to end."""
+
+    def snapshots(self, *, poll: float = 1.0, timeout: float | None = None, until_done: bool = True,
+                  **filters: Any) -> Iterator[Snapshot]:
+        """Jobs per state for the filters of `jobs()`, once per poll; stops after the first snapshot in which
+        every job ended (unless `until_done` is False); raises WaitTimeout after `timeout` seconds.
+
+        A `state` filter is applied once, at the start: the jobs in those states then are the ones watched
+        (they leave those states as they progress), and so is an `ids` filter. Otherwise the filters are
+        applied at every poll, so jobs added to a watched workflow meanwhile (spawn_child) are waited for too.
+        """
+        ids: list[int] | None = None
+        if filters.get("ids") is not None:
+            given = sorted(set(filters.pop("ids")))
+            ids = [j for i in range(0, len(given), CHUNK) for j in self.ids(**filters, ids=given[i : i + CHUNK])]
+            filters = {}
+        elif filters.get("state") is not None:
+            ids, filters = self.ids(**filters), {}
+        t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + timeout
+        while True:
+            began = time.monotonic()
+            counts = ordered(self.state_counts(ids)) if ids is not None else self.summary(**filters)
+            now = time.monotonic()
+            snap = Snapshot(counts, now - t0)
+            yield snap
+            if until_done and snap.all_done:
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise WaitTimeout(counts, float(timeout or 0))
+            pause = max(poll, (now - began) / POLL_SHARE)
+            time.sleep(min(pause, deadline - now) if deadline is not None else pause)
+
+    def wait(self, *, timeout: float | None = None, poll: float = 1.0, **filters: Any) -> dict[str, int]:
+        """Block until every job the filters select has ended (JOB_FINISHED, FAILED, USER_KILLED); return
+        the final jobs per state. Raises WaitTimeout (a TimeoutError carrying the counts) after `timeout` s.
+
+            counts = ws.wait(workflow="scan", timeout=3600)
+            ok = counts.get("JOB_FINISHED", 0) == sum(counts.values())
+        """
+        counts: dict[str, int] = {}
+        for snap in self.snapshots(poll=poll, timeout=timeout, **filters):
+            counts = snap.counts
+        return counts
+
+    def as_completed(self, jobs: Iterable[int | str | Job], timeout: float | None = None, *,
+                     poll: float = 1.0) -> Iterator[Job]:
+        """Yield a snapshot of each job as it reaches an end state (JOB_FINISHED, FAILED, USER_KILLED); those
+        ended already come first. Like concurrent.futures.as_completed: raises TimeoutError when `timeout`
+        seconds pass with jobs left, and UserError if a job is removed while waited for."""
+        want = list(dict.fromkeys(self.resolve(j) for j in jobs))
+        left = set(want)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while left:
+            began = time.monotonic()
+            states = self.states_of(sorted(left))
+            gone = sorted(left - states.keys())
+            if gone:
+                raise UserError(f"job {gone[0]} was removed while waited for; {len(left) - 1} other(s) left")
+            ended = sorted(j for j, s in states.items() if s in END)
+            for i in range(0, len(ended), CHUNK):
+                for job in self._jobs_where(jobs_t.c.id.in_(ended[i : i + CHUNK])):
+                    if job.state in END:  # not re-run since its state was read
+                        left.discard(job.id)
+                        yield job
+            if not left:
+                return
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"{len(left)} of {len(want)} job(s) not done after {timeout:g} s")
+            pause = max(poll, (now - began) / POLL_SHARE)
+            time.sleep(min(pause, deadline - now) if deadline is not None else pause)
+
+    def states_of(self, ids: Sequence[int]) -> dict[int, str]:
+        """The state of each of these jobs that exists, read 900 ids a statement."""
+        out: dict[int, str] = {}
+        with self.read() as conn:
+            for i in range(0, len(ids), CHUNK):
+                q = select(jobs_t.c.id, jobs_t.c.state).where(jobs_t.c.id.in_(list(ids[i : i + CHUNK])))
+                out.update((int(r[0]), str(r[1])) for r in conn.execute(q))
+        return out
+
+    def state_counts(self, ids: Sequence[int]) -> dict[str, int]:
+        """Jobs per state among these ids, counted 900 ids a statement."""
+        out: dict[str, int] = {}
+        with self.read() as conn:
+            for i in range(0, len(ids), CHUNK):
+                q = (select(jobs_t.c.state, func.count()).where(jobs_t.c.id.in_(list(ids[i : i + CHUNK])))
+                     .group_by(jobs_t.c.state))
+                for st, n in conn.execute(q):
+                    out[st] = out.get(st, 0) + int(n)
+        return out
