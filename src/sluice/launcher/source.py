@@ -21,7 +21,7 @@ from sluice.api.claims import Claimed, Selection
 from sluice.errors import one_line
 from sluice.launcher.faults import is_full, reason
 from sluice.launcher.options import Options
-from sluice.states import PROCESSABLE
+from sluice.states import PROCESSABLE, S
 
 log = logging.getLogger("sluice.launcher")
 
@@ -178,7 +178,10 @@ class Source(threading.Thread):
         return len(got)
 
     def _claim_processable(self, n: int) -> int:
-        got = claims.claim(self.ws, self.session_id, self.selection, n, states=PROCESSABLE)
+        # with `[transfers] where = "service"` the service stages jobs in on the login node: a compute node
+        # without network never takes a READY job, only jobs whose data is in place
+        states = PROCESSABLE - {S.READY} if self.ws.config.transfers.where == "service" else PROCESSABLE
+        got = claims.claim(self.ws, self.session_id, self.selection, n, states=states)
         for c in got:
             self.process(c.id, c.state)
         return len(got)

@@ -14,15 +14,15 @@ import importlib
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from sluice import environ, transfers
+from sluice import environ
 from sluice.api import Job, Workspace
 from sluice.errors import DiskFull
 from sluice.launcher.faults import is_full, low_space
+from sluice.staging import Outcome, Stager, stage_in_changes
 from sluice.states import FREE, Change, S, after_failure
 
 HOOK_TIMEOUT_S = 3600.0
@@ -62,35 +62,28 @@ def run_hook(ws: Workspace, job: Job, hook: str, what: str) -> tuple[bool, str]:
     return True, f"{what} done"
 
 
-def stage_in(job: Job) -> None:
-    dest = job.path
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in job.stage_in:
-        if isinstance(item, dict) and "parents" in item:
-            for parent in job.parents:
-                transfers.copy(str(parent.path / item["parents"]), dest, link=bool(item.get("link", True)))
-            continue
-        src, to, link = transfers.entry(item)
-        transfers.copy(src, dest / to if to else dest, link=link)
+def stage_in_batch(ws: Workspace, ids: list[int]) -> list[Change]:
+    """Stage a batch of READY jobs in (staging.Stager: grouped by endpoint, retried), then run the preprocess
+    hooks of those that have one; the changes. A full disk is raised: it is nobody's fault but the disk's."""
+    jobs = ws.jobs(ids=ids)
+    outcomes = Stager(ws.config.transfers).stage_in(jobs, lambda j: ws.parents(j.id))
+    _raise_if_full(outcomes)
+    by_id = {j.id: j for j in jobs}
+    hooks = {j.id: ws.app(j.app).preprocess for j in jobs}
+    changes = stage_in_changes(outcomes, lambda jid: not hooks.get(jid))
+    out: list[Change] = []
+    for c in changes:
+        if c.to_state == S.STAGED_IN:  # its preprocess hook runs now, here
+            out += _preprocess(ws, by_id[c.job_id], hooks[c.job_id], S.READY, staged=True)
+        else:
+            out.append(c)
+    return out
 
 
-def stage_out(job: Job) -> None:
-    for item in job.stage_out:
-        src, to, _ = transfers.entry(item)
-        if to is None:
-            raise transfers.TransferError(f"stage-out entry {item!r} needs a dest")
-        transfers.put(job.path / src, to)
-
-
-def _attempt(fn: Any, *args: Any, tries: int = 3) -> None:
-    for i in range(tries):
-        try:
-            fn(*args)
-            return
-        except transfers.TransferError as e:
-            if not e.transient or i == tries - 1:
-                raise
-            time.sleep(2.0 * (i + 1))
+def _raise_if_full(outcomes: list[Outcome]) -> None:
+    for o in outcomes:
+        if o.error and any(w in o.error for w in ("No space left", "Disk quota exceeded", "disk full")):
+            raise DiskFull(f"disk full: job {o.job_id}: {o.error}")
 
 
 def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | None = None) -> list[Change]:
@@ -98,13 +91,7 @@ def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | 
     job = ws.job(job_id)
     app = ws.app(job.app)
     if state == S.READY:
-        try:
-            _attempt(stage_in, job)
-        except (transfers.TransferError, OSError) as e:
-            if is_full(e):
-                raise
-            return [Change(job_id, S.READY, S.FAILED, f"stage-in failed: {e}", fields=FREE)]
-        return _preprocess(ws, job, app.preprocess, S.READY, staged=True)
+        return stage_in_batch(ws, [job_id])
     if state == S.STAGED_IN:
         return _preprocess(ws, job, app.preprocess, S.STAGED_IN, staged=False)
     if state in (S.RUN_DONE, S.POSTPROCESSED):
@@ -117,12 +104,12 @@ def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | 
                     return [Change(job_id, S.RUN_DONE, S.FAILED, msg, fields=FREE)]
             out.append(Change(job_id, S.RUN_DONE, S.POSTPROCESSED, None))
             frm = S.POSTPROCESSED
-        try:
-            _attempt(stage_out, job)
-        except (transfers.TransferError, OSError) as e:
-            if is_full(e):
-                raise
-            return out + [Change(job_id, frm, S.FAILED, f"stage-out failed: {e}", fields=FREE)]
+        if job.stage_out:
+            (o,) = Stager(ws.config.transfers).stage_out([job])
+            _raise_if_full([o])
+            if o.error is not None:  # the outputs stay in the job's directory, named in the message
+                return out + [Change(job_id, frm, S.FAILED, f"{o.error} (the outputs are kept in {job.path})",
+                                     fields=FREE)]
         return out + [Change(job_id, frm, S.JOB_FINISHED, None, fields=FREE)]
     if state in (S.RUN_ERROR, S.RUN_TIMEOUT):
         hook = app.error_handler if state == S.RUN_ERROR else app.timeout_handler
@@ -154,10 +141,12 @@ class Pool:
     def __init__(self, ws: Workspace, workers: int, *, on_done: Callable[[list[Change]], None],
                  on_error: Callable[[int, Exception], None]) -> None:
         self.ws = ws
-        self.limit = 4 * workers
+        self.limit = max(64, 4 * workers)  # stage-ins go in batches: room for one of a useful size
         self.on_done = on_done
         self.on_error = on_error
         self.inflight = 0
+        self._staging: list[int] = []
+        self._stage_queued = False
         self._lock = threading.Lock()
         self._exec = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sluice-transition")
 
@@ -165,10 +154,35 @@ class Pool:
         return max(0, self.limit - self.inflight)
 
     def submit(self, job_id: int, state: str) -> None:
+        """Queue one job's work. READY jobs are staged in batches: the first starts a task that takes every
+        READY job queued by the time it runs (one transfer batch per endpoint for all of them)."""
         with self._lock:
             self.inflight += 1
+            if state == S.READY:
+                self._staging.append(job_id)
+                if self._stage_queued:
+                    return
+                self._stage_queued = True
+        if state == S.READY:
+            self._exec.submit(self._stage)
+            return
         fut = self._exec.submit(process, self.ws, job_id, state)
         fut.add_done_callback(functools.partial(self._processed, job_id))
+
+    def _stage(self) -> None:
+        with self._lock:
+            ids, self._staging, self._stage_queued = self._staging, [], False
+        try:
+            changes = stage_in_batch(self.ws, ids)
+        except Exception as e:
+            with self._lock:
+                self.inflight -= len(ids)
+            for jid in ids:
+                self.on_error(jid, e)
+            return
+        with self._lock:
+            self.inflight -= len(ids)
+        self.on_done(changes)
 
     def _processed(self, job_id: int, fut: Future[list[Change]]) -> None:
         with self._lock:
