@@ -40,7 +40,7 @@ class Settings:
     allow_actions: bool = False
     token: str | None = None
     """None: no token is asked for (loopback)."""
-    min_interval: float = 1.0
+    min_interval: float = 0.5
     """The least time between two computations of the same count or graph."""
     graph_max_jobs: int = 150
     """Workflows with more jobs are drawn collapsed by app."""

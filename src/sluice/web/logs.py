@@ -58,8 +58,11 @@ def tail(path: Path, lines: int = 100, max_bytes: int = MAX_BYTES) -> Tail:
     if start > 0:  # the first line read is probably cut: drop it
         data = data[data.find(b"\n") + 1 :] if b"\n" in data else data
     text = data.decode("utf-8", errors="replace")
-    out = [clean(line) for line in text.splitlines()][-max(1, lines) :]
-    partial = start > 0 or len(text.splitlines()) > len(out)
+    every = text.split("\n")  # not splitlines(): a carriage return overwrites within a line, it does not end one
+    if every and every[-1] == "":
+        every.pop()
+    out = [clean(line) for line in every[-max(1, lines) :]]
+    partial = start > 0 or len(every) > len(out)
     return Tail(str(path), out, st.st_size, st.st_mtime, None, partial)
 
 

@@ -120,12 +120,26 @@ def render(g: Graph) -> str:
 
 
 def _whole(g: Graph) -> str:
+    """Jobs with edges layered left to right; jobs without any below them in a compact grid (a column of a
+    hundred independent jobs would make the graph a hundred boxes tall)."""
     w, h, gx, gy = 150, 42, 64, 12
-    ids = [n["id"] for n in g.nodes]
     edges = [(e["parent"], e["child"]) for e in g.edges]
+    linked = {x for e in edges for x in e}
+    ids = [n["id"] for n in g.nodes if n["id"] in linked]
     cols = order(ids, edges, layer_of(ids, edges))
-    xy, width, height = _place(cols, w, h, gx, gy)
+    xy, width, height = _place(cols, w, h, gx, gy) if ids else ({}, 0, 0)
+    alone = [n["id"] for n in g.nodes if n["id"] not in linked]
     body = [_edge(xy[p], xy[c], w, h) for p, c in edges if p in xy and c in xy]
+    if alone:
+        per_row = min(len(alone), max(6, len(cols)), 8)
+        top = height - PAD + 34 if ids else PAD
+        for k, n in enumerate(alone):
+            xy[n] = (PAD + (k % per_row) * (w + 16), top + (k // per_row) * (h + gy))
+        width = max(width, 2 * PAD + per_row * (w + 16) - 16)
+        height = int(top + -(-len(alone) // per_row) * (h + gy) - gy + PAD)
+        if ids:
+            body.append(f'<text class="elabel" x="{PAD}" y="{top - 10:.0f}">{len(alone)} '
+                        f'job{"s" if len(alone) > 1 else ""} without dependencies</text>')
     for n in g.nodes:
         x, y = xy[n["id"]]
         st = escape(str(n["state"]))
