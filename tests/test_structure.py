@@ -33,7 +33,7 @@ def layer_of(module: str) -> str:
         return "store"
     if top == "api":
         return "api"
-    if top in ("launcher", "service", "report", "staging", "watch", "web"):
+    if top in ("launcher", "service", "report", "staging", "watch", "web", "dbserver"):
         return "engines"
     if top == "cli":
         return "cli"

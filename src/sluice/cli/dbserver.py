@@ -48,7 +48,7 @@ def start(host: str, port: int | None, migrate: bool) -> None:
     """
     from sluice import dbserver as server
 
-    st = server.start(workspace_arg(), host=host, port=port, migrate=migrate)
+    st = server.start(workspace_arg(), host=host, port=port, migrate_jobs=migrate)
     click.echo(f"{st.message}: PostgreSQL {st.version} on {st.host}:{st.port}, data in {st.data_dir}")
     click.echo(f"  workspace database: {st.url}")
     if st.moved:
