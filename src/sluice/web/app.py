@@ -33,6 +33,7 @@ def create_app(dash: Dashboard) -> FastAPI:
     """The application serving `dash`: pages at /, the JSON API at /api/, its schema at /openapi.json."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        dash.warm()
         yield
         dash.close()
 

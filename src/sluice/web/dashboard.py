@@ -7,6 +7,7 @@ JSON, pages.py for HTML) stay thin: they parse parameters and render what this r
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,14 +58,26 @@ class Dashboard:
         self.graphs = Snapshots(min_interval=max(5.0, self.settings.min_interval), factor=20.0, max_keys=16)
 
     def summary(self, workflow: str | None = None, max_age: float | None = None) -> Snapshot:
-        """Jobs per state (all, or of one workflow), from a snapshot at most ~1 s old (older when counting
-        takes long; `max_age` asks for one at most that old). The largest state of the last count is derived
-        from the total (views.state_counts)."""
+        """Jobs per state (all, or of one workflow), from a snapshot about a second old (older when counting
+        takes long; `max_age` asks for one at most that old). The largest state of the last count (at first
+        JOB_FINISHED, where campaigns end) is derived from the total (views.state_counts): exact whichever
+        state it is, fastest when it is the largest."""
         def compute(old: Snapshot | None) -> dict[str, int]:
             big = max(old.value.items(), key=lambda kv: kv[1])[0] if old is not None and old.value else None
-            return views.state_counts(self.ws, workflow=workflow, derive=big)
+            return views.state_counts(self.ws, workflow=workflow, derive=big or State.JOB_FINISHED.value)
 
         return self.snaps.get(("summary", workflow), compute, max_age=max_age)
+
+    def warm(self) -> None:
+        """Count in the background once at start-up, so the first page opened does not wait for it."""
+        threading.Thread(target=self._warm, name="sluice-web-warm", daemon=True).start()
+
+    def _warm(self) -> None:
+        try:
+            self.summary()
+            self.workflows()
+        except Exception:  # the first request will say what is wrong
+            pass
 
     def workflows(self) -> list[str]:
         snap = self.snaps.get(("workflows",), lambda _old: views.workflow_names(self.ws))
