@@ -32,7 +32,7 @@ print("to stderr", file=__import__("sys").stderr)
 
 
 def run(ws: Workspace, **kw: object) -> Summary:
-    opts: dict[str, object] = {"idle_timeout": 1.0, "kill_grace_s": 1.0, "status": False, "heartbeat_s": 1.0}
+    opts: dict[str, object] = {"kill_grace_s": 1.0, "status": False, "heartbeat_s": 1.0}
     opts.update(kw)
     return Launcher(ws, Options(**opts)).run()  # type: ignore[arg-type]
 

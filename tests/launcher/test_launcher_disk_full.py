@@ -67,7 +67,7 @@ def few_inodes(sqlite_ws: Workspace) -> Iterator[Workspace]:
 
 def run(ws: Workspace, timeout: float = 60, **kw: object) -> tuple[Summary, float]:
     """Run a launcher in a thread; (its summary, seconds it took). Fails if it does not return in time."""
-    opts: dict[str, object] = {"idle_timeout": 1.0, "kill_grace_s": 1.0, "status": False, "heartbeat_s": 1.0}
+    opts: dict[str, object] = {"kill_grace_s": 1.0, "status": False, "heartbeat_s": 1.0}
     opts.update(kw)
     la = Launcher(ws, Options(**opts))  # type: ignore[arg-type]
     out: list[Summary] = []

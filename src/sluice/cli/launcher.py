@@ -17,8 +17,10 @@ from sluice.errors import UserError
 @click.option("--max-ranks", type=click.IntRange(min=1), help="At most this many ranks running at once.")
 @click.option("--wall-time", "wall_time", metavar="MIN",
               help="Minutes this launcher may run (when the scheduler does not say), e.g. 60 or 01:00:00.")
-@click.option("--idle-timeout", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Seconds with nothing to run before exiting.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="Seconds with nothing to run before exiting, whatever the database holds (wait in the "
+                   "allocation for the next shot). Default: exit once every job it could run has ended, or "
+                   "after 10 s with nothing to run.")
 @click.option("--consume-all", is_flag=True,
               help="Keep waiting for work until every selected job has ended (or the allocation does).")
 @click.option("--mpi-launcher", metavar="NAME", help="Force the MPI launcher: mpich, openmpi, srun, aprun, jsrun.")
@@ -32,7 +34,7 @@ from sluice.errors import UserError
               help="Seconds between TERM and KILL when jobs must stop.")
 @click.option("--quiet", "-q", is_flag=True, help="No live status line.")
 def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], max_jobs: int | None,
-             max_ranks: int | None, wall_time: str | None, idle_timeout: float, consume_all: bool,
+             max_ranks: int | None, wall_time: str | None, idle_timeout: float | None, consume_all: bool,
              mpi_launcher: str | None, launch_interval: float, max_launches: int | None, heartbeat: float,
              kill_grace: float, quiet: bool) -> None:
     """Run runnable jobs at the machine's limit until the work, the allocation or the patience runs out.

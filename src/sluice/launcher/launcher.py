@@ -32,7 +32,7 @@ from sluice.launcher.faults import again, is_full, reason
 from sluice.launcher.latency import prompt_wakeups
 from sluice.launcher.mpi import for_allocation
 from sluice.launcher.nodes import Allocation, discover
-from sluice.launcher.options import Options, Summary, selection
+from sluice.launcher.options import DEFAULT_IDLE_S, Options, Summary, selection
 from sluice.launcher.packing import NodePool, Request
 from sluice.launcher.runner import Runner
 from sluice.launcher.source import Source
@@ -252,11 +252,13 @@ class Launcher:
             return f"max jobs ({self.opts.max_jobs}) reached"  # a claim that raced the last start is given back
         if self.pending or self.source.buffer:
             return None
-        if self.source.nothing_left:
+        patience = self.opts.idle_timeout
+        if self.source.nothing_left and (patience is None or self.opts.consume_all):
             return "no more work"
+        limit = DEFAULT_IDLE_S if patience is None else patience
         idle = self.source.idle_since
-        if not self.opts.consume_all and idle is not None and time.monotonic() - idle >= self.opts.idle_timeout:
-            return f"idle for {self.opts.idle_timeout:g} s"
+        if not self.opts.consume_all and idle is not None and time.monotonic() - idle >= limit:
+            return f"idle for {limit:g} s"
         return None
 
     def _take_kills(self) -> None:

@@ -12,6 +12,9 @@ from sluice.launcher.nodes import Allocation
 from sluice.states import Change, S
 
 
+DEFAULT_IDLE_S = 10.0
+
+
 @dataclass
 class Options:
     """What `sluice launcher` takes; every field has a sensible default."""
@@ -22,7 +25,10 @@ class Options:
     max_jobs: int | None = None
     max_ranks: int | None = None
     wall_time_min: float | None = None
-    idle_timeout: float = 10.0
+    idle_timeout: float | None = None
+    """Seconds with nothing to run before exiting, whatever the database holds (a launcher waiting in its
+    allocation for the next shot). None: exit as soon as every job it could run has ended, else after
+    DEFAULT_IDLE_S with nothing to run."""
     consume_all: bool = False
     claim_batch: int = 2000
     buffer_s: float = 4.0
