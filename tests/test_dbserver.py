@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import tempfile
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -137,6 +139,14 @@ def test_sqlite_jobs_are_never_silently_left_behind(place: Path) -> None:
     moved = Workspace.open(root)
     assert moved.config.db_url.startswith("postgresql") and moved.count() == 30
     user_error(sluice("-w", str(root), "dbserver", "start", "--host", "0.0.0.0"), "already runs on 127.0.0.1")
+    ok(sluice("-w", str(root), "dbserver", "stop"))
+    ok(sluice("-w", str(root), "dbserver", "start", "--host", "0.0.0.0"))  # for launchers on compute nodes
+    hba = (root / "dbserver" / "data" / "pg_hba.conf").read_text()
+    assert "host all all 0.0.0.0/0 scram-sha-256" in hba and "trust" not in hba
+    db.dispose_all()
+    remote = Workspace.open(root)
+    assert f"@{socket.gethostname()}:" in remote.config.db_url and remote.count() == 30
+    assert ok(sluice("-w", str(root), "dbserver", "start")).output.startswith("already running: PostgreSQL")
 
 
 @needs_pg
@@ -146,8 +156,6 @@ def test_bad_input_is_one_line_and_changes_nothing(place: Path) -> None:
     user_error(sluice("-w", str(root), "dbserver", "stop"), "no database server")
     user_error(sluice("-w", str(root), "dbserver", "start", "--host", "a b"), "bad --host")
     user_error(sluice("-w", str(root), "dbserver", "start", "--port", "80"), "--port")
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -195,3 +203,21 @@ def test_root_makes_a_system_account_when_none_exists(tmp_path: Path) -> None:
     os.chown(tmp_path / "data", 65534, 65534)
     owner = dbserver.server_account(tmp_path / "data")
     assert owner is not None and owner.pw_uid == 65534  # an existing data directory keeps its owner
+
+
+def test_a_move_refused_while_a_launcher_runs_makes_no_server(place: Path) -> None:
+    ws = Workspace.create(place / "ws")
+    ws.add_app("long", "sleep 60")
+    ws.add_job("long", app="long")
+    la = Launcher(ws, Options(idle_timeout=60, kill_grace_s=0.5, status=False))
+    t = threading.Thread(target=la.run)
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while ws.count(state=S.RUNNING) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        user_error(sluice("-w", str(ws.path), "dbserver", "start", "--migrate"), "launcher session", "is running")
+        assert not (ws.path / "dbserver").exists() and (ws.path / "sluice.db").exists()
+    finally:
+        la.stop("test over")
+        t.join(30)

@@ -43,13 +43,8 @@ SERVER_ACCOUNTS = ("postgres",)
 NEW_ACCOUNT = "sluice-db"
 """The system account made for it when none of those exists."""
 DEBIAN_BINS = Path("/usr/lib/postgresql")
-INSTALL = "install PostgreSQL's server with `apt-get install postgresql` (or load your site's module)"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ANYWHERE = ("0.0.0.0", "*", "::")
-
-
-class ServerFault(Fault):
-    """initdb, pg_ctl or the server failed; the message points to the log."""
 
 
 @dataclass
@@ -106,7 +101,7 @@ def find_bindir(major: str | None = None) -> Path:
         return found[major]
     if not found:
         raise UserError(f"no PostgreSQL server binaries (initdb, pg_ctl) under {DEBIAN_BINS}/*/bin or on $PATH; "
-                        f"{INSTALL}")
+                        "install PostgreSQL's server with `apt-get install postgresql` (or load your site's module)")
     return max(found.items(), key=lambda kv: _num(kv[0]))[1]
 
 
@@ -138,7 +133,7 @@ def server_account(data: Path, *, candidates: Sequence[str] = SERVER_ACCOUNTS,
                            "--shell", "/usr/sbin/nologin", "--comment", "sluice database servers", new],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ServerFault(f"PostgreSQL will not run as root, and `useradd {new}` failed: {one_line(proc.stderr)}")
+        raise Fault(f"PostgreSQL will not run as root, and `useradd {new}` failed: {one_line(proc.stderr)}")
     return pwd.getpwnam(new)
 
 
@@ -164,7 +159,7 @@ def _run(argv: list[str], acct: Account | None, cwd: Path, *, env: dict[str, str
         return subprocess.run(argv, cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True,
                               timeout=timeout, **kw)  # type: ignore[call-overload]
     except subprocess.TimeoutExpired:
-        raise ServerFault(f"{Path(argv[0]).name} did not finish in {timeout:.0f} s") from None
+        raise Fault(f"{Path(argv[0]).name} did not finish in {timeout:.0f} s") from None
 
 
 def _last_error(text: str) -> str:
@@ -219,7 +214,7 @@ def _initdb(lay: Layout, bindir: Path, acct: Account | None) -> None:
     finally:
         pwfile.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise ServerFault(f"initdb failed: {_last_error(proc.stderr + proc.stdout)}")
+        raise Fault(f"initdb failed: {_last_error(proc.stderr + proc.stdout)}")
     with open(lay.data / "postgresql.conf", "a") as f:
         f.write("\ninclude_if_exists = 'sluice.conf'  # written by `sluice dbserver start`\n")
 
@@ -253,7 +248,7 @@ def _a_free_port(host: str) -> int:
             port = int(s.getsockname()[1])
         if _free(host, port):
             return port
-    raise ServerFault("found no free TCP port for the database server")
+    raise Fault("found no free TCP port for the database server")
 
 
 def _running(lay: Layout, bindir: Path, acct: Account | None) -> bool:
@@ -269,11 +264,11 @@ def _ensure_database(lay: Layout, bindir: Path, host: str, port: int) -> None:
     q = _run([str(bindir / "psql"), *conn, "-d", "postgres", "-tAc",
               f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"], None, lay.root, env=env)
     if q.returncode != 0:
-        raise ServerFault(f"the database server does not answer: {_last_error(q.stderr)}; see {lay.log}")
+        raise Fault(f"the database server does not answer: {_last_error(q.stderr)}; see {lay.log}")
     if q.stdout.strip() != "1":
         made = _run([str(bindir / "createdb"), *conn, DATABASE], None, lay.root, env=env)
         if made.returncode != 0:
-            raise ServerFault(f"createdb failed: {_last_error(made.stderr)}")
+            raise Fault(f"createdb failed: {_last_error(made.stderr)}")
 
 
 def _pg_start(lay: Layout, bindir: Path, acct: Account | None, host: str, port: int | None,
@@ -291,20 +286,21 @@ def _pg_start(lay: Layout, bindir: Path, acct: Account | None, host: str, port: 
             return p
         tail = lay.log.read_text(errors="replace")[-4000:] if lay.log.exists() else ""
         if "already in use" not in tail or given:
-            raise ServerFault(f"the database server did not start: {_last_error(tail or proc.stderr)}; "
+            raise Fault(f"the database server did not start: {_last_error(tail or proc.stderr)}; "
                               f"see {lay.log}")
-    raise ServerFault(f"the database server found no free port; see {lay.log}")
+    raise Fault(f"the database server found no free port; see {lay.log}")
 
 
-def start(workspace: str | os.PathLike[str] | None, *, host: str = "127.0.0.1", port: int | None = None,
+def start(workspace: str | os.PathLike[str] | None, *, host: str | None = None, port: int | None = None,
           migrate_jobs: bool = False) -> Status:
     """Start (first: create) the workspace's server, its database and schema, and point sluice.toml at it.
 
-    Safe to repeat. A workspace with SQLite data is moved only with `migrate_jobs` (else refused, nothing
-    changed), one on another server is refused: neither is ever silently left behind.
+    Safe to repeat; without `host` or `port` the last ones are kept. A workspace with SQLite data is moved only
+    with `migrate_jobs` (else refused, nothing changed), one on another server is refused: neither is ever
+    silently left behind.
     """
     root, lay = layout(workspace)
-    if not re.fullmatch(r"[A-Za-z0-9.:_*-]+", host):
+    if host is not None and not re.fullmatch(r"[A-Za-z0-9.:_*-]+", host):
         raise UserError(f"bad --host {host!r}: give an address or host name, e.g. 127.0.0.1 or 0.0.0.0")
     current = config.load(root).db_url
     ours = "passfile=" + quote(str(lay.passfile), safe="/") in current and current.startswith("postgresql")
@@ -315,6 +311,8 @@ def start(workspace: str | os.PathLike[str] | None, *, host: str = "127.0.0.1", 
             what = ", ".join(f"{v} {k}" for k, v in held.items() if k in ("jobs", "apps")) or "data"
             raise UserError(f"workspace {root} holds {what} in SQLite; `sluice dbserver start --migrate` moves "
                             "them into the new server (or start it and run `sluice db migrate-to URL`)")
+        if held:
+            migrate.refuse_if_running(current)  # before a server is made for a move that cannot happen yet
     elif not ours:
         raise UserError(f"workspace {root} uses the database {redact(current)}; `sluice dbserver start` "
                         "would leave it behind: set [database] url in sluice.toml yourself to switch")
@@ -322,31 +320,31 @@ def start(workspace: str | os.PathLike[str] | None, *, host: str = "127.0.0.1", 
         made = (lay.data / "PG_VERSION").exists()
         bindir = find_bindir((lay.data / "PG_VERSION").read_text().strip() if made else None)
         acct = server_account(lay.data)
-        if port is not None and not _free(host, port) and not _running(lay, bindir, acct):
-            raise UserError(f"port {port} on {host} is in use; pick another with --port, or leave it out")
+        st = _state(lay)
+        running = made and _running(lay, bindir, acct)
+        old_host, old_port = str(st.get("host") or "127.0.0.1"), _port(st)
+        want_host = host or old_host
+        if running and (want_host != old_host or port not in (None, old_port)):
+            raise UserError(f"the database server already runs on {old_host}:{old_port}; "
+                            "`sluice dbserver stop` first to change --host or --port")
+        if port is not None and not running and not _free(want_host, port):
+            raise UserError(f"port {port} on {want_host} is in use; pick another with --port, or leave it out")
         if not made:
             _initdb(lay, bindir, acct)
         elif not lay.passfile.exists():
             raise UserError(f"{lay.passfile} is gone, and with it the server's password; restore it, or move "
                             f"{lay.root} away to start a new, empty server")
-        st = _state(lay)
-        message = "started"
-        if _running(lay, bindir, acct):
-            old_host, old_port = str(st.get("host", host)), int(str(st.get("port", 0)))
-            if host != old_host or (port is not None and port != old_port):
-                raise UserError(f"the database server already runs on {old_host}:{old_port}; "
-                                "`sluice dbserver stop` first to change --host or --port")
+        if running and old_port is not None:
             used, message = old_port, "already running"
         else:
-            want = port if port is not None else (int(str(st["port"])) if st.get("port") else None)
-            used = _pg_start(lay, bindir, acct, host, want, port is not None)
+            used, message = _pg_start(lay, bindir, acct, want_host, port or old_port, port is not None), "started"
         version = (lay.data / "PG_VERSION").read_text().strip()
-        _write(lay.state, json.dumps({"host": host, "port": used, "version": version,
+        _write(lay.state, json.dumps({"host": want_host, "port": used, "version": version,
                                       "account": acct.pw_name if acct else None}) + "\n", None, 0o644)
-        _ensure_database(lay, bindir, host, used)
-        url = lay.url(host, used)
+        _ensure_database(lay, bindir, want_host, used)
+        url = lay.url(want_host, used)
         migrate.create_schema(url)
-        out = Status(True, lay.data, host, used, version, url=url, message=message)
+        out = Status(True, lay.data, want_host, used, version, url=url, message=message)
         if held:
             moved = migrate.migrate(root, url)
             n = ", ".join(f"{v} {k}" for k, v in moved.counts.items() if v)
@@ -369,7 +367,7 @@ def stop(workspace: str | os.PathLike[str] | None) -> Status:
             proc = _run([str(bindir / "pg_ctl"), "-D", str(lay.data), "-m", "fast", "-w", "-t", "120", "stop"],
                         acct, lay.root)
             if proc.returncode != 0:
-                raise ServerFault(f"pg_ctl stop failed: {_last_error(proc.stderr)}; see {lay.log}")
+                raise Fault(f"pg_ctl stop failed: {_last_error(proc.stderr)}; see {lay.log}")
             message = "stopped"
     return Status(False, lay.data, str(st.get("host", "")), _port(st), str(st.get("version", "")),
                   message=message)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Table, func, select, text
+from sqlalchemy import Boolean, Connection, Engine, Table, func, select, text
 from sqlalchemy.engine import make_url
 
 from sluice import config
@@ -100,6 +100,32 @@ def _live_sessions(conn: Connection, now: float) -> list[Any]:
     return [r for r in rows if r.host != socket.gethostname() or _alive(int(r.pid))]
 
 
+def _refuse_live(conn: Connection) -> None:
+    live = _live_sessions(conn, time.time())
+    if live:
+        r = live[0]
+        raise UserError(f"launcher session {r.id} on {r.host} (pid {r.pid}) is running (heartbeat "
+                        f"{time.time() - r.heartbeat_at:.0f} s ago); let it finish or stop it, then migrate")
+
+
+def refuse_if_running(url: str) -> None:
+    """A UserError if a launcher is running on the SQLite database at url (a move would lose its writes)."""
+    with db.read(_source(url)) as conn:
+        _refuse_live(conn)
+
+
+def _source(url: str) -> Engine:
+    """The SQLite engine, its schema current. Not db.connect(): its shared-file-system refusal would send the
+    user to `sluice dbserver start --migrate`, which is this very move, and which refuses live launchers itself."""
+    eng = db.engine(url)
+    with db.read(eng) as conn:
+        rev = db.current_revision(conn)
+    if rev != db.HEAD:
+        raise UserError(f"the workspace's database is at schema {rev or 'none'}, this sluice needs {db.HEAD}: "
+                        "run `sluice db upgrade` first")
+    return eng
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -172,16 +198,12 @@ def migrate(workspace: str | os.PathLike[str] | None, target_url: str, *, batch:
     if _backend(src_url) != "sqlite":
         raise UserError(f"workspace {root} already uses {db.redact(src_url)}; `sluice db migrate-to` moves an "
                         "SQLite workspace")
-    src = db.connect(src_url)
+    src = _source(src_url)
     toml = _with_url(root, target_url)  # a sluice.toml that cannot take the new URL fails before the copy
     _check_target(target_url)
     moved = Moved(db.redact(src_url), db.redact(target_url))
     with db.write(src) as sconn:  # BEGIN IMMEDIATE: no writer gets in until the move is over
-        live = _live_sessions(sconn, time.time())
-        if live:
-            r = live[0]
-            raise UserError(f"launcher session {r.id} on {r.host} (pid {r.pid}) is running (heartbeat "
-                            f"{time.time() - r.heartbeat_at:.0f} s ago); let it finish or stop it, then migrate")
+        _refuse_live(sconn)
         want = {t.name: _fingerprint(sconn, t) for t in tables()}
         with db.write(db.engine(target_url)) as dconn:
             for t in tables():

@@ -34,13 +34,14 @@ def dbserver() -> None:
 
 @dbserver.command(context_settings=CONTEXT,
                   epilog="Example: sluice dbserver start --host 0.0.0.0   # for launchers on compute nodes")
-@click.option("--host", default="127.0.0.1", show_default=True, metavar="ADDR",
-              help="The address to listen on: loopback, or 0.0.0.0 / an interface so compute nodes reach it.")
+@click.option("--host", metavar="ADDR",
+              help="The address to listen on (default: the last one, first 127.0.0.1): 0.0.0.0 or an interface "
+                   "lets compute nodes reach it.")
 @click.option("--port", type=click.IntRange(1024, 65535), metavar="N",
               help="The TCP port (default: the one used last time if free, else a free one).")
 @click.option("--migrate", is_flag=True,
               help="Move the jobs of the workspace's SQLite database into the new server (sluice db migrate-to).")
-def start(host: str, port: int | None, migrate: bool) -> None:
+def start(host: str | None, port: int | None, migrate: bool) -> None:
     """Start the server (creating it and sluice's schema on first use) and point the workspace at it.
 
     Safe to repeat. A workspace whose SQLite database holds jobs is not switched away from them: pass
