@@ -84,7 +84,8 @@ def migrate_to(url: str) -> None:
 
     Everything is copied with its ids, the counts checked, and only then does sluice.toml name URL; the SQLite
     file is kept as sluice.db.migrated-<date>. Refused while a launcher runs, or when URL already holds sluice
-    data. Put the password in ~/.pgpass (or ?passfile=PATH), not in the URL: sluice.toml keeps the URL.
+    data; stop `sluice service` first (it keeps the database it opened). Put the password in ~/.pgpass (or
+    ?passfile=PATH), not in the URL: sluice.toml keeps the URL.
     """
     from sluice.api import migrate
 

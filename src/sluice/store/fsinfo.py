@@ -18,8 +18,6 @@ source and the FUSE subtype (`fuse.sshfs` is shared, `fuse.bindfs` is not), and 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import re
 import socket
@@ -94,9 +92,11 @@ def statfs_magic(path: str | os.PathLike[str]) -> int | None:
     """statfs(2)'s f_type for path, or None when libc cannot be asked. f_type is the first field of struct
     statfs on every Linux ABI (a long; 32 bits wide on 32-bit ones), so only that field is read."""
     global _libc
+    import ctypes  # here, not at the top: opening an SQLite workspace on a local disk never pays for it twice
+
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            _libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc's statfs among them
         buf = ctypes.create_string_buffer(512)  # struct statfs is 120 bytes on x86_64
         if _libc.statfs(os.fsencode(path), buf) != 0:
             return None
