@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -238,7 +239,15 @@ BUSY_LABELS = {S.READY.value: "READY (staging in)", S.STAGED_IN.value: "STAGED_I
                S.RUN_ERROR.value: "RUN_ERROR (handling)", S.RUN_TIMEOUT.value: "RUN_TIMEOUT (handling)"}
 
 
-def shown(state: str, held: bool) -> str:
+def shown(state: str, held: bool, deadline: float | None = None, updated_at: float = 0.0,
+          now: float | None = None) -> str:
     """A state as `sluice ls` shows it: a job a launcher or the service holds between runs says what is being
-    done to it (a job waiting on a transfer says so)."""
-    return BUSY_LABELS.get(state, state) if held else state
+    done to it (a job waiting on a transfer says so), and a job past its deadline says so."""
+    label = BUSY_LABELS.get(state, state) if held else state
+    if deadline is not None:
+        if state in END:
+            if state == S.JOB_FINISHED and updated_at > deadline:
+                label += " (late)"
+        elif (now if now is not None else time.time()) > deadline:
+            label += " (past deadline)"
+    return label

@@ -48,3 +48,23 @@ def test_consume_all_waits_past_the_idle_timeout_until_every_job_ended(sqlite_ws
     sqlite_ws.add_app("t", "/bin/true")
     s = Launcher(sqlite_ws, Options(status=False, idle_timeout=0.1, consume_all=True)).run()
     assert s.reason == "no more work"
+
+
+def test_urgent_work_starts_first_and_a_missed_deadline_is_said(sqlite_ws: Workspace) -> None:
+    """A shot's analysis (priority, deadline) claimed after 40 queued ensemble jobs starts before them."""
+    ws = sqlite_ws
+    ws.add_app("nap", "sleep 0.2")
+    bulk = ws.add_jobs([{"name": f"e{i}", "app": "nap"} for i in range(40)])
+    (shot,) = ws.add_jobs([{"name": "shot", "app": "nap", "priority": 5, "deadline": time.time() + 600}])
+    (late,) = ws.add_jobs([{"name": "late", "app": "nap", "deadline": time.time() - 5}])
+    from sluice.launcher.nodes import Allocation, Node
+
+    Launcher(ws, Options(status=False), alloc=Allocation("local", (Node("n0", 2),), None, None)).run()
+    started = {j: min(e.timestamp for e in ws.history(j) if e.to_state == S.RUNNING) for j in [shot, late, *bulk]}
+    order = sorted(started, key=started.__getitem__)
+    assert order[:2] == [shot, late]
+    assert "missed its deadline by" in (ws.history(late)[-1].message or "")
+    assert "missed its deadline" not in (ws.history(shot)[-1].message or "")
+    from sluice.states import shown
+
+    assert shown("JOB_FINISHED", False, ws.job(late).deadline, ws.job(late).updated_at) == "JOB_FINISHED (late)"

@@ -156,7 +156,8 @@ class Launcher:
 
     def drained(self) -> bool:
         """Nothing claimed is running, waiting to start or in the transition pool."""
-        return not (self.running or self.pending or self.source.buffer or self.transitions.inflight)
+        return not (self.running or self.pending or self.source.buffer or self.source.urgent
+                    or self.transitions.inflight)
 
     def pool_room(self) -> int:
         return self.transitions.room()
@@ -250,7 +251,7 @@ class Launcher:
             return None
         if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
             return f"max jobs ({self.opts.max_jobs}) reached"  # a claim that raced the last start is given back
-        if self.pending or self.source.buffer:
+        if self.pending or self.source.buffer or self.source.urgent:
             return None
         patience = self.opts.idle_timeout
         if self.source.nothing_left and (patience is None or self.opts.consume_all):
@@ -275,6 +276,11 @@ class Launcher:
     def _launch(self, now: float) -> bool:
         """Start what fits on the free cores, in claim order; a job that does not fit now waits at the front."""
         buf, pending = self.source.buffer, self.pending
+        if self.source.urgent:  # the most urgent claim first, ahead of all that waits
+            with self.source.cv:
+                urgent = sorted(self.source.urgent, key=lambda c: (-c.priority, c.deadline or float("inf"), c.id))
+                self.source.urgent.clear()
+            pending.extendleft(reversed(urgent))
         while buf and len(pending) < 4 * self.opts.claim_batch:
             pending.append(buf.popleft())
         self.source.nudge()
@@ -365,9 +371,10 @@ class Launcher:
                 time.sleep(0.02)
                 self._handle(self.runner.poll())
         self.source.join()
-        leftovers = [c.id for c in self.pending] + [c.id for c in self.source.buffer]
+        leftovers = [c.id for c in (*self.pending, *self.source.buffer, *self.source.urgent)]
         self.pending.clear()
         self.source.buffer.clear()
+        self.source.urgent.clear()
         self._handle(self.runner.close(grace=0))
         self.transitions.shutdown()
         self.writer.stop()

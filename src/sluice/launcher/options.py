@@ -11,7 +11,6 @@ from sluice.api.claims import Selection
 from sluice.launcher.nodes import Allocation
 from sluice.states import Change, S
 
-
 DEFAULT_IDLE_S = 10.0
 
 

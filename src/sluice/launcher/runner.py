@@ -131,6 +131,10 @@ class Runner:
         changes, to_pool = states.after_exit(c.id, rc, timed_out, retry_count=c.retry_count,
                                              max_retries=c.max_retries, on_error=c.on_error,
                                              on_timeout=c.on_timeout, needs_pool=needs and pool, t=t, why=why)
+        if c.deadline is not None and t > c.deadline and changes:  # said where users look: history and ls
+            last = changes[-1]
+            late = f"missed its deadline by {t - c.deadline:.1f} s"
+            last.message = f"{last.message}; {late}" if last.message else late
         return changes, (after if to_pool else None), None
 
     def disk_full(self, c: Claimed, ev: Event, rc: int) -> str | None:

@@ -76,6 +76,8 @@ class Source(threading.Thread):
         self.wake = wake
         self.on_fatal = on_fatal
         self.buffer: deque[Claimed] = deque()
+        self.urgent: deque[Claimed] = deque()
+        """Claimed jobs with a priority or a deadline: they start before everything already waiting."""
         self.cv = threading.Condition()
         self.stopped = False
         self.idle_since: float | None = None
@@ -105,7 +107,7 @@ class Source(threading.Thread):
             self._mark = (now, ended)
 
     def level(self) -> int:
-        return len(self.buffer) + self.progress.waiting()
+        return len(self.buffer) + len(self.urgent) + self.progress.waiting()
 
     def want(self) -> int:
         cap = self.target()
@@ -174,6 +176,11 @@ class Source(threading.Thread):
         got = claims.claim(self.ws, self.session_id, self.selection, n, max_wall_min=self.progress.time_left_min())
         fresh = [c for c in got if c.id not in self.skip]
         self.prepare(fresh)  # on a full disk these are never started: they go back when the session ends
+        if fresh and (fresh[0].priority or fresh[0].deadline is not None):  # a claim returns the urgent first
+            urgent = [c for c in fresh if c.priority or c.deadline is not None]
+            with self.cv:
+                self.urgent.extend(urgent)
+            fresh = fresh[len(urgent):]
         self.buffer.extend(fresh)
         return len(got)
 

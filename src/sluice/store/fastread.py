@@ -118,9 +118,10 @@ def listing(conn: Any, states: Sequence[str], workflows: Sequence[str], limit: i
     w = _where(states, workflows, _mark(conn), relation)
     if w is None:
         return None
-    q = (f"SELECT j.id, j.name, j.workflow, a.name, j.state, j.session_id IS NOT NULL FROM jobs j "
-         f"JOIN apps a ON a.id = j.app_id{w[0]} ORDER BY j.id" + (f" LIMIT {int(limit) + 1}" if limit else ""))
-    rows = [(*r[:4], shown(r[4], bool(r[5]))) for r in conn.execute(q, w[1]).fetchall()]
+    q = (f"SELECT j.id, j.name, j.workflow, a.name, j.state, j.session_id IS NOT NULL, j.deadline, j.updated_at "
+         f"FROM jobs j JOIN apps a ON a.id = j.app_id{w[0]} ORDER BY j.id"
+         + (f" LIMIT {int(limit) + 1}" if limit else ""))
+    rows = [(*r[:4], shown(r[4], bool(r[5]), r[6], r[7])) for r in conn.execute(q, w[1]).fetchall()]
     total = len(rows)
     if limit and total > limit:
         rows = rows[:limit]
