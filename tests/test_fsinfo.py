@@ -10,6 +10,7 @@ to be NFS.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -130,6 +131,20 @@ def test_an_overlay_mount(tmp_path: Path, mounted: list[Path]) -> None:
            str(tmp_path / "merged"))
     fs = fsinfo.fs_of(tmp_path / "merged", mountinfo=Path("/proc/self/mountinfo").read_text())
     assert (fs.magic, fs.name, fs.shared) == (0x794C7630, "overlay", False)
+
+
+def test_a_real_fuse_mount(tmp_path: Path, mounted: list[Path]) -> None:
+    """bindfs (FUSE) showing a local directory: statfs says FUSE, and it is as local as what it shows."""
+    if shutil.which("bindfs") is None:
+        pytest.skip("bindfs is not installed (apt-get install bindfs)")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "view").mkdir()
+    _mount(mounted, "-t", "fuse.bindfs", str(tmp_path / "src"), str(tmp_path / "view"))
+    fs = fsinfo.fs_of(tmp_path / "view" / "ws")
+    assert fs.magic == fsinfo.FUSE and fs.name.startswith("fuse") and fs.shared is False
+    assert fs.mount is not None and fs.mount.source == str(tmp_path / "src")
+    nfs_source = fsinfo.Mount(str(tmp_path / "view"), "fuse", "me@dtn:/data")  # sshfs-like: a remote source
+    assert fsinfo.classify(fsinfo.FUSE, nfs_source).shared is True
 
 
 @pytest.mark.parametrize(("env", "expected"), [

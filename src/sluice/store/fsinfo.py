@@ -165,7 +165,16 @@ def fs_of(path: str | os.PathLike[str], mountinfo: str | None = None) -> FsInfo:
             mountinfo = Path("/proc/self/mountinfo").read_text()
         except OSError:
             mountinfo = ""
-    return classify(magic, mount_of(p, parse_mountinfo(mountinfo)))
+    mounts = parse_mountinfo(mountinfo)
+    fs = classify(magic, mount_of(p, mounts))
+    src = fs.mount.source if fs.mount else ""
+    if fs.magic == FUSE and fs.shared and src.startswith("/") and Path(src).is_dir():
+        # a FUSE view of a local directory (bindfs, most overlays) is as shared as the directory it shows;
+        # sshfs, s3fs, glusterfs and the like name a remote source, which is no local path
+        under = classify(statfs_magic(src), mount_of(src, mounts))
+        if under.magic != FUSE:
+            return FsInfo(fs.name, under.shared, magic, fs.mount)
+    return fs
 
 
 def _short(host: str) -> str:
