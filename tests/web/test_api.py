@@ -116,6 +116,11 @@ def test_kill_and_retry_with_allow_actions(campaign: Workspace) -> None:
         assert c.post(f"/api/jobs/{j}/kill", headers={"Origin": "http://127.0.0.1:8765"}).status_code == 200
         page = c.get(f"/jobs/{j}")
         assert 'id="retry"' in page.text and "actions on" in page.text
+        # the page's buttons: the action, then a reload (htmx's HX-Refresh); a refusal is the one line, inline
+        r = c.post(f"/ui/jobs/{j}/retry", headers={"HX-Request": "true"})
+        assert r.headers.get("hx-refresh") == "true" and campaign.job(j).state == State.RESTART_READY
+        r = c.post(f"/ui/jobs/{j}/retry", headers={"HX-Request": "true"})
+        assert "hx-refresh" not in r.headers and "only FAILED or USER_KILLED" in r.text
 
 
 def test_loopback_answers_loopback_host_names_only(campaign: Workspace, client: TestClient) -> None:

@@ -13,6 +13,7 @@ import time
 from datetime import datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -141,8 +142,7 @@ def jobs_page(request: Request, dash: Dash, state: Text = None, workflow: Text =
 
 
 def _query(filters: dict[str, Any]) -> str:
-    from urllib.parse import urlencode
-
+    """The filters as a query string for the pager's links (empty ones and the default limit left out)."""
     return urlencode({k: v for k, v in filters.items() if v not in ("", None) and not (k == "limit" and v == 50)})
 
 

@@ -109,8 +109,9 @@ def _edge(a: tuple[float, float], b: tuple[float, float], w: int, h: int, cls: s
 def _frame(width: int, height: int, body: list[str], label: str) -> str:
     return (f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">'
-            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-            'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>'
+            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" '
+            'markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
+            '<path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>'
             + "".join(body) + "</svg>")
 
 
@@ -152,7 +153,7 @@ def _whole(g: Graph) -> str:
 
 
 def _collapsed(g: Graph) -> str:
-    w, h, gx, gy = 210, 70, 110, 18
+    w, h, gx, gy = 230, 84, 110, 18
     names = [n["id"] for n in g.nodes]
     edges = [(e["parent"], e["child"]) for e in g.edges]
     cols = order(names, edges, layer_of(names, edges))
@@ -176,12 +177,15 @@ def _collapsed(g: Graph) -> str:
             if not k:
                 continue
             bw = max(2.0, (w - 20) * k / total)
-            bar.append(f'<rect class="seg s-{s.value}" x="{bx:.1f}" y="44" width="{bw:.1f}" height="12">'
+            bar.append(f'<rect class="seg s-{s.value}" x="{bx:.1f}" y="42" width="{bw:.1f}" height="12">'
                        f'<title>{s.value}: {k:,}</title></rect>')
             bx += bw
-        loop = f' · {within[n["id"]]:,} within' if n["id"] in within else ""
+        loop = f' · {within[n["id"]]:,} edges within' if n["id"] in within else ""
+        top = sorted(((int(k), st) for st, k in n["counts"].items() if k), reverse=True)[:3]
+        most = ", ".join(f"{k:,} {st.lower().replace('_', ' ').removeprefix('job ')}" for k, st in top)
         body.append(f'<a href="{escape(href)}"><g class="node group" transform="translate({x:.1f},{y:.1f})">'
                     f'<title>{escape(str(n["app"]))}: {total:,} jobs</title><rect width="{w}" height="{h}" rx="9"/>'
                     f'<text x="10" y="19" class="name">{escape(_cut(str(n["app"]), 24))}</text>'
-                    f'<text x="10" y="36" class="sub">{total:,} jobs{escape(loop)}</text>{"".join(bar)}</g></a>')
+                    f'<text x="10" y="35" class="sub">{total:,} jobs{escape(loop)}</text>{"".join(bar)}'
+                    f'<text x="10" y="72" class="sub">{escape(_cut(most, 40))}</text></g></a>')
     return _frame(width, height, body, f"workflow {g.workflow}: {len(g.nodes)} apps")
