@@ -221,3 +221,24 @@ def test_a_move_refused_while_a_launcher_runs_makes_no_server(place: Path) -> No
     finally:
         la.stop("test over")
         t.join(30)
+
+
+def test_a_port_left_in_time_wait_is_free_for_a_restart() -> None:
+    """A stopped server's port keeps TIME_WAIT connections for a minute; postgres binds through them
+    (SO_REUSEADDR), so the restart must reuse the port, not move the workspace's URL."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server's side closes first: its end waits in TIME_WAIT
+    time.sleep(0.05)
+    client.close()
+    srv.close()
+    assert dbserver._free("127.0.0.1", port)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert not dbserver._free("127.0.0.1", busy.getsockname()[1])

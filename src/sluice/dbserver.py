@@ -234,6 +234,7 @@ def _free(host: str, port: int) -> bool:
     """Whether port can be bound on host now (0: a port the kernel picks is checked and returned instead)."""
     bind = "" if host in ANYWHERE else ("127.0.0.1" if host == "localhost" else host)
     with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as postgres binds: TIME_WAIT is no owner
         try:
             s.bind((bind, port))
             return True
