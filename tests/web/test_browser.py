@@ -81,7 +81,7 @@ def count(drv: Any, state: str) -> int:
 
 def test_the_dashboard_follows_a_running_campaign(sqlite_ws: Workspace, browser: Any) -> None:
     ws = sqlite_ws
-    ws.add_app("quick", "/bin/sh -c 'echo step {i} of a quick job; sleep 0.15; echo done'")
+    ws.add_app("quick", "/bin/sh -c 'echo step {i} of a quick job; sleep 0.3; echo done'")
     ws.add_app("bad", "/bin/sh -c 'echo something went wrong >&2; exit 3'")
     ids = ws.add_jobs([{"name": f"s{i}", "app": "quick", "params": {"i": i}, "workflow": "scan"} for i in range(N)])
     ws.add_job("broken", app="bad", workflow="scan", max_retries=0)

@@ -40,11 +40,13 @@ def dashboard(request: Request) -> Dashboard:
 
 Dash = Annotated[Dashboard, Depends(dashboard)]
 JobId = Annotated[int, Path(ge=1, description="the job's id")]
-Name = Annotated[str | None, Query(max_length=255)]
+Workflow = Annotated[str | None, Query(max_length=255, description="only this workflow's jobs")]
+AppName = Annotated[str | None, Query(max_length=255, description="only the jobs of this app")]
+Limit = Annotated[int, Query(ge=1, le=views.MAX_PAGE, description="how many at most")]
 
 
 @router.get("/summary", response_model=SummaryOut, summary="jobs per state")
-def summary(dash: Dash, workflow: Name = None,
+def summary(dash: Dash, workflow: Workflow = None,
             max_age: Annotated[float | None, Query(ge=0, description="the oldest counts you accept, seconds "
                                                                      "(default: the shared snapshot)")] = None
             ) -> dict[str, Any]:
@@ -57,11 +59,11 @@ def summary(dash: Dash, workflow: Name = None,
 @router.get("/jobs", response_model=JobPageOut, summary="a page of jobs")
 def jobs(dash: Dash,
          state: Annotated[str | None, Query(description="a state, or several comma-separated")] = None,
-         workflow: Name = None, name: Annotated[str | None, Query(max_length=255,
-                                                                  description="a name, or a glob: sim1*")] = None,
-         app: Name = None,
+         workflow: Workflow = None,
+         name: Annotated[str | None, Query(max_length=255, description="a name, or a glob: sim1*")] = None,
+         app: AppName = None,
          after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
-         limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50) -> dict[str, Any]:
+         limit: Limit = 50) -> dict[str, Any]:
     """Jobs matching every filter, in id order, `limit` at a time: follow `next` (keyset paging, as fast on
     the last page of a million jobs as on the first)."""
     page = dash.page(state=state, workflow=workflow, name=name, app=app, after=after, limit=limit)
@@ -82,7 +84,7 @@ def history(dash: Dash, job_id: JobId) -> list[dict[str, Any]]:
 
 @router.get("/jobs/{job_id}/relatives", response_model=RelativesOut, summary="a job's parents and children")
 def relatives(dash: Dash, job_id: JobId,
-              limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 100) -> dict[str, Any]:
+              limit: Limit = 100) -> dict[str, Any]:
     """The first `limit` parents and children by id, and how many there are of each."""
     return dash.relatives(job_id, limit)
 
@@ -109,17 +111,17 @@ def graph(dash: Dash, workflow: str) -> dict[str, Any]:
 
 
 @router.get("/events", response_model=list[EventOut], summary="the newest state changes")
-def events(dash: Dash, limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 20) -> list[dict[str, Any]]:
+def events(dash: Dash, limit: Limit = 20) -> list[dict[str, Any]]:
     return views.recent_events(dash.ws, limit)
 
 
 @router.get("/sessions", summary="launcher sessions, newest first")
-def sessions(dash: Dash, limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50) -> list[dict[str, Any]]:
+def sessions(dash: Dash, limit: Limit = 50) -> list[dict[str, Any]]:
     return views.recent_sessions(dash.ws, limit)
 
 
 @router.get("/batch-jobs", summary="batch jobs, newest first")
-def batch_jobs(dash: Dash, limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50) -> list[dict[str, Any]]:
+def batch_jobs(dash: Dash, limit: Limit = 50) -> list[dict[str, Any]]:
     return views.recent_batch_jobs(dash.ws, limit)
 
 

@@ -37,7 +37,8 @@ def create_app(dash: Dashboard) -> FastAPI:
         yield
         dash.close()
 
-    app = FastAPI(lifespan=lifespan, title="sluice", summary="A campaign's jobs, counts, graphs and launchers",
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None,  # /docs is pages.api_docs: no CDN
+                  title="sluice", summary="A campaign's jobs, counts, graphs and launchers",
                   description="Read-only unless the server was started with `--allow-actions`. Errors are "
                               "`{\"error\": \"one line\"}`.", version=_version())
     app.state.dashboard = dash

@@ -200,6 +200,40 @@ def launchers_page(request: Request, dash: Dash) -> HTMLResponse:
                 batch=views.recent_batch_jobs(dash.ws, 50), stale_after=60.0)
 
 
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs(request: Request, dash: Dash) -> HTMLResponse:
+    """The JSON API, described from its own OpenAPI schema. Not Swagger UI: that loads its code from a CDN,
+    and the login nodes this runs on often have no way out to the internet."""
+    routes = []
+    for path, ops in request.app.openapi()["paths"].items():
+        for method, op in ops.items():
+            params = [{"name": q["name"], "where": q["in"], "required": q.get("required", False),
+                       "type": _type(q.get("schema", {})),
+                       "doc": q.get("description") or q.get("schema", {}).get("description", "")}
+                      for q in op.get("parameters", [])]
+            routes.append({"method": method.upper(), "path": path, "summary": op.get("summary", ""),
+                           "doc": op.get("description", ""), "params": params,
+                           "codes": sorted(op.get("responses", {}))})
+    return page(request, dash, "api.html", "api", routes=routes)
+
+
+def _type(schema: dict[str, Any]) -> str:
+    """A parameter's type in a few words: `integer >= 1 <= 1000`, `string (out|err)`, optional ones `or null`."""
+    alts = schema.get("anyOf") or [schema]
+    words = []
+    for alt in alts:
+        t = str(alt.get("type", "any"))
+        for key, sign in (("minimum", ">="), ("maximum", "<="), ("exclusiveMinimum", ">")):
+            if key in alt:
+                t += f" {sign} {alt[key]}"
+        if "pattern" in alt:
+            t += f" matching {alt['pattern']}"
+        if "maxLength" in alt:
+            t += f", up to {alt['maxLength']} characters"
+        words.append(t)
+    return " or ".join(words)
+
+
 def error_page(request: Request, dash: Any, status: int, message: str) -> HTMLResponse:
     if _fragment(request):
         return HTMLResponse(f'<div class="err">{Markup.escape(message)}</div>', status_code=status)
