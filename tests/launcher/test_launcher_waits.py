@@ -68,3 +68,17 @@ def test_urgent_work_starts_first_and_a_missed_deadline_is_said(sqlite_ws: Works
     from sluice.states import shown
 
     assert shown("JOB_FINISHED", False, ws.job(late).deadline, ws.job(late).updated_at) == "JOB_FINISHED (late)"
+
+
+def test_an_apps_preamble_runs_before_its_command_and_a_machine_override_wins(sqlite_ws: Workspace,
+                                                                               tmp_path: object) -> None:
+    ws = sqlite_ws
+    ws.add_app("env", "/bin/sh -c 'echo $SETUP $SITE > out.txt'", preamble="export SETUP=loaded",
+               machines={"polaris": {"preamble": "export SETUP=polaris-module SITE=alcf"}})
+    a = ws.add_job("a", app="env")
+    Launcher(ws, Options(status=False)).run()
+    assert (ws.job(a.id).path / "out.txt").read_text().strip() == "loaded"
+    object.__setattr__(ws.config, "machine", "polaris")
+    b = ws.add_job("b", app="env", machine="polaris")
+    Launcher(ws, Options(status=False, machine="polaris")).run()
+    assert (ws.job(b.id).path / "out.txt").read_text().strip() == "polaris-module alcf"

@@ -8,6 +8,7 @@ one srun per task. MPI jobs are one mpiexec/srun each, started here, fanning out
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import time
@@ -69,7 +70,8 @@ class Runner:
         return agent
 
     def command(self, c: Claimed, p: Placement) -> tuple[list[str], LayeredEnv]:
-        """argv (the app's template filled in; an MPI launcher in front in mpi mode) and environment."""
+        """argv (the app's template filled in; an MPI launcher in front in mpi mode; the app's preamble run
+        first in a shell that then execs it) and environment."""
         argv = templates.render(c.command, c.params, c.args, c.shell)
         extra = environ.job_vars(c.id, c.app_env, c.environment, c.threads_per_rank, self.base_env)
         gpus = p.gpus.get(p.nodes[0]) if p.gpus else None
@@ -79,6 +81,8 @@ class Runner:
             if self.mpi is None:
                 raise RuntimeError("mpi mode needs an MPI launcher (mpiexec.mpich, srun, ...) on PATH")
             argv = self.mpi.argv(argv, p.nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, extra)
+        if c.preamble:  # `module load`, `source env.sh`: in the same shell, which then becomes the command
+            argv = ["/bin/sh", "-c", f"{c.preamble}\nexec {shlex.join(argv)}"]
         return argv, LayeredEnv(self.base_env, extra)
 
     def _new_sid(self, job_id: int) -> int:
