@@ -126,6 +126,8 @@ def test_kill_and_retry_with_allow_actions(campaign: Workspace) -> None:
 def test_loopback_answers_loopback_host_names_only(campaign: Workspace, client: TestClient) -> None:
     """DNS rebinding: a name that resolves to 127.0.0.1 must not let another site read the dashboard."""
     assert "loopback" in one_line_error(client.get("/api/summary", headers={"Host": "evil.example"}), 421)
+    page = client.get("/", headers={"Host": "<script>x</script>"})
+    assert page.status_code == 421 and "<script>x" not in page.text and "&lt;script&gt;" in page.text
     for host in ("localhost:8765", "127.0.0.1", "[::1]:8765"):
         assert client.get("/api/summary", headers={"Host": host}).status_code == 200, host
 

@@ -19,6 +19,7 @@ import os
 import secrets
 import stat
 from collections.abc import Awaitable, Callable
+from html import escape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -96,8 +97,11 @@ def _refuse(request: Request, status: int, message: str) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if request.url.path.startswith("/api/") or request.url.path == "/openapi.json":
         return JSONResponse({"error": message}, status_code=status, headers=headers)
-    body = (f"<!doctype html><meta charset=utf-8><title>sluice: {status}</title>"
-            f"<body style='font:16px system-ui;margin:3em'><h1>{status}</h1><p>{message}</p>")
+    form = ("<form method=get><input name=token type=password placeholder='the token in web.token' size=44 "
+            "autofocus> <button>Open</button></form>") if status == 401 else ""
+    body = (f"<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+            f"<title>sluice: {status}</title><body style='font:16px system-ui;margin:3em'><h1>{status}</h1>"
+            f"<p>{escape(message)}</p>{form}")
     return HTMLResponse(body, status_code=status, headers=headers)
 
 
