@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 
 from sluice.api.queries import Queries
 from sluice.api.records import Job, job_from_row
@@ -212,9 +212,3 @@ def recent_batch_jobs(ws: Queries, limit: int = 50) -> list[dict[str, Any]]:
     q = select(batch_jobs).order_by(batch_jobs.c.id.desc()).limit(max(1, min(limit, MAX_PAGE)))
     with ws.read() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
-
-
-def any_job(ws: Queries) -> bool:
-    """Whether the workspace has a job at all (one indexed probe), for the empty-campaign hint."""
-    with ws.read() as conn:
-        return conn.execute(select(jobs.c.id).where(and_(True)).limit(1)).first() is not None
