@@ -8,10 +8,11 @@ duration), so a wait on a million jobs never keeps the database busy.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -19,8 +20,12 @@ from sluice.api.queries import Queries
 from sluice.api.records import Job
 from sluice.errors import UserError
 from sluice.states import END, S, State
+from sluice.store import db
 from sluice.store.db import CHUNK
 from sluice.store.models import jobs as jobs_t
+
+if TYPE_CHECKING:
+    from sluice.api.base import WorkspaceBase
 
 BAD_ENDS = frozenset({S.FAILED, S.USER_KILLED})
 POLL_SHARE = 0.1
@@ -161,3 +166,108 @@ class Progress(Queries):
                 for st, n in conn.execute(q):
                     out[st] = out.get(st, 0) + int(n)
         return out
+
+
+# ------------------------------------------------------------------------------ what `sluice report` reads
+# Raw driver statements: a report reads millions of event rows, and SQLAlchemy's Row objects would cost more
+# than the database does. Every function takes the same selection: `workflows` (None: all) and `since` (epoch
+# seconds; None: all time). Events of removed jobs are left out (their sizes and workflows are gone with them).
+ERRORS = (S.RUN_ERROR.value, S.RUN_TIMEOUT.value)
+
+
+def _sel(conn: Any, workflows: Sequence[str] | None, since: float | None, ts: str = "e.timestamp",
+         since_col: str | None = None) -> tuple[str, list[Any]]:
+    """` AND ...` conditions (and their arguments) for the selection, on jobs `j` and the time column `ts`."""
+    sql, args = "", list[Any]()
+    if workflows:
+        sql += f" AND j.workflow IN ({db.marks(conn, len(workflows))})"
+        args += list(workflows)
+    if since is not None:
+        sql += f" AND {since_col or ts} >= {db.marks(conn, 1)}"
+        args.append(since)
+    return sql, args
+
+
+KINDS = {S.RUNNING.value: 1, S.JOB_FINISHED.value: 2, S.FAILED.value: 3, S.RUN_ERROR.value: 4, S.RUN_TIMEOUT.value: 5}
+"""The event codes of report_rows: the state entered, plus LEFT_RUNNING for an event out of RUNNING."""
+LEFT_RUNNING = 8
+
+
+def report_rows(ws: WorkspaceBase, *, workflows: Sequence[str] | None = None, since: float | None = None
+                ) -> list[tuple[Any, ...]]:
+    """(job_id, code, timestamp, message) of every event of the selection that starts or ends a run, finishes,
+    fails or records an error, in the order they were written; `code` is KINDS[to_state] (0 for other states)
+    plus LEFT_RUNNING when it leaves RUNNING, and the message is kept for FAILED and the errors only.
+
+    One scan of the events, and small integers instead of state names: a million jobs' runs are millions of
+    rows, and each Python string or join would cost as much as the scan. Without a workflow the events of
+    removed jobs count too (their work was done)."""
+    with ws.read() as conn:
+        m = db.marks(conn, 1)
+        code = " ".join(f"WHEN {m} THEN {v}" for v in KINDS.values())
+        sql = (f"SELECT e.job_id, CASE e.to_state {code} ELSE 0 END + CASE WHEN e.from_state = {m} THEN "
+               f"{LEFT_RUNNING} ELSE 0 END, e.timestamp, CASE WHEN e.to_state IN ({db.marks(conn, 3)}) "
+               f"THEN e.message END FROM events e WHERE (e.to_state IN ({db.marks(conn, len(KINDS))}) OR "
+               f"e.from_state = {m})")
+        args: list[Any] = [*KINDS, S.RUNNING.value, S.FAILED.value, *ERRORS, *KINDS, S.RUNNING.value]
+        if workflows:
+            sql += f" AND e.job_id IN (SELECT id FROM jobs WHERE workflow IN ({db.marks(conn, len(workflows))}))"
+            args += list(workflows)
+        if since is not None:
+            sql += f" AND e.timestamp >= {m}"
+            args.append(since)
+        return db.raw(conn, sql + " ORDER BY e.id", args)
+
+
+def job_sizes(ws: WorkspaceBase, *, workflows: Sequence[str] | None = None) -> list[tuple[int, int, int]]:
+    """(id, nodes, cores) of the jobs bigger than one core on one node (the rest: 1 and 1)."""
+    with ws.read() as conn:
+        where, args = _sel(conn, workflows, None)
+        rows = db.raw(conn, "SELECT j.id, j.num_nodes, j.num_nodes * j.ranks_per_node * j.threads_per_rank FROM "
+                      "jobs j WHERE (j.num_nodes <> 1 OR j.ranks_per_node <> 1 OR j.threads_per_rank <> 1)"
+                      f"{where}", args)
+    return [(int(a), int(b), int(c)) for a, b, c in rows]
+
+
+def sample_ids(ws: WorkspaceBase, every: int, *, workflows: Sequence[str] | None = None,
+               since: float | None = None, state: str | None = None) -> list[int]:
+    """About one in `every` job ids of the selection (by a hash of the id, so a campaign whose failures follow
+    its ids, every tenth job say, is sampled fairly), in a state if given; `since`: updated since then."""
+    with ws.read() as conn:
+        where, args = _sel(conn, workflows, since, since_col="j.updated_at")
+        if state is not None:
+            where += f" AND j.state = {db.marks(conn, 1)}"
+            args.append(state)
+        mod = "%" if conn.dialect.paramstyle == "qmark" else "%%"  # the drivers' own placeholders use %
+        rows = db.raw(conn, f"SELECT j.id FROM jobs j WHERE (j.id * 48271) {mod} 2147483647 {mod} {int(every)} = 0"
+                      f"{where} ORDER BY j.id", args)
+    return [int(r[0]) for r in rows]
+
+
+def histories(ws: WorkspaceBase, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """(job_id, from_state, to_state, timestamp) of these jobs' events, each job's in order (900 ids a query,
+    through the (job_id, id) index)."""
+    with ws.read() as conn:
+        return db.raw_in(conn, "SELECT job_id, from_state, to_state, timestamp FROM events WHERE job_id IN", ids,
+                         " ORDER BY job_id, id")
+
+
+def job_rows(ws: WorkspaceBase, ids: Sequence[int]) -> list[tuple[Any, ...]]:
+    """(id, name, workflow, state, workdir, params as stored) of these jobs; params JSON is the caller's to read."""
+    with ws.read() as conn:
+        rows = db.raw_in(conn, "SELECT id, name, workflow, state, workdir, params FROM jobs WHERE id IN", ids)
+    return [(int(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def allocations(ws: WorkspaceBase) -> list[tuple[float, float | None, int]]:
+    """(start, end or None while it lasts, nodes) of every allocation launchers had: each batch job that
+    started, and each launcher session outside a batch job (its nodes from the session's info)."""
+    with ws.read() as conn:
+        out = [(float(s), None if e is None else float(e), int(n)) for s, e, n in db.raw(
+            conn, "SELECT started_at, ended_at, num_nodes FROM batch_jobs WHERE started_at IS NOT NULL")]
+        for s, e, hb, info in db.raw(conn, "SELECT started_at, ended_at, heartbeat_at, info FROM "
+                                     "launcher_sessions WHERE batch_job_id IS NULL"):
+            nodes = (json.loads(info) if isinstance(info, str) else info or {}).get("nodes") or [None]
+            out.append((float(s), float(e if e is not None else hb), len(nodes) if isinstance(nodes, list)
+                        else int(nodes)))
+    return out
