@@ -199,3 +199,19 @@ def test_ls_watch_piped_prints_a_line_per_change(run: Run, sqlite_ws: Workspace,
                                                    "1/2 ended, 0.5/s: 1 RUNNING, 1 JOB_FINISHED"]
     assert seen == [{"poll": 1.0, "timeout": None, "until_done": False, "workflow": ["w"]}]
     user_error(run("ls", "--watch", "--tree"), "--watch")
+
+
+def test_rm_of_many_goes_in_chunks_and_still_refuses_running_jobs(run: Run, ws: Workspace,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import sluice.cli.jobs
+
+    monkeypatch.setattr(sluice.cli.jobs, "RM_CHUNK", 3)
+    parents, merge = fan_in(ws, 9)
+    keep = ws.add_job("keep", app="sim", params={"temp": 0}, workflow="k", parents=[parents[0]])
+    ws.set_state(parents[4], S.RUNNING, by_launcher=True)
+    before = len(ws.events())
+    user_error(run("rm", "--workflow", "w", "--yes"), "RUNNING")
+    assert ws.count(workflow="w") == 10 and len(ws.events()) == before  # nothing changed
+    r = ok(run("rm", "--workflow", "w", "--yes", "--force"))
+    assert r.stdout == "removed 10 job(s)\n" and r.stderr == ""  # piped: no bar
+    assert ws.count() == 1 and ws.job(keep.id).state == "PREPROCESSED"  # released: its parent is gone

@@ -254,6 +254,10 @@ def _count(ids: list[int]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- rm
+RM_CHUNK = 10_000
+"""`rm` of more jobs than this removes them in transactions of this many, with a progress bar on a terminal."""
+
+
 @click.command(context_settings=CONTEXT,
                epilog="Example: sluice rm jobs --id 42 --id 43\n\n"
                       "Example: sluice rm --workflow scan --state FAILED --yes\n\n"
@@ -294,7 +298,17 @@ def rm(what: str, all_jobs: bool, yes: bool, force: bool, **kw: Any) -> None:
             click.echo("nothing removed (pass --yes to skip this question)", err=True)
             raise SystemExit(1)
     ids = ws.ids(**filters)
-    removed = ws.remove(ids, force=force)
+    chunks = [ids[i : i + RM_CHUNK] for i in range(0, len(ids), RM_CHUNK)][::-1]  # children (later ids) first
+    if len(chunks) <= 1 or (not force and ws.summary(**filters).get("RUNNING")):
+        removed = ws.remove(ids, force=force)  # one transaction; the API refuses RUNNING jobs, naming them
+    else:  # a bar on a terminal, one transaction a chunk (a job started meanwhile stops it there, by name)
+        from sluice.cli.progressbar import progress
+
+        removed = 0
+        with progress("removing jobs", len(ids)) as step:
+            for chunk in chunks:
+                removed += ws.remove(chunk, force=force)
+                step(len(chunk))
     click.echo(f"removed {removed} job(s)")
 
 
