@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from sluice.version import __version__
 
 __all__ = ["Workspace", "Job", "App", "Event", "UserError", "current_job", "spawn_child", "__version__"]
 

@@ -24,9 +24,9 @@ from globus_sdk.transport import RequestsTransport, RetryConfig  # noqa: E402
 
 from sluice import transfers  # noqa: E402
 from sluice.transfers import Item, TransferError, TransferHandle, TransferState  # noqa: E402
-from sluice.transfers.globus import (  # noqa: E402
+from sluice.transfers.globus import GlobusTransfer  # noqa: E402
+from sluice.transfers.globus_parts import (  # noqa: E402
     INSTALL_HINT,
-    GlobusTransfer,
     LocalEndpoint,
     Want,
     access_token,

@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import IO, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from sluice import __version__, environ
+from sluice import environ
 from sluice.errors import one_line
 from sluice.transfers.base import SyncTransfer, TransferError, parse_checksum, verify
+from sluice.version import __version__
 
 _CHUNK = 1 << 20
 """Bytes per read and write: large enough that a 1 GiB file costs ~1000 system calls each way."""
