@@ -108,7 +108,13 @@ def summary(conn: Any, states: Sequence[str], workflows: Sequence[str],
     w = _where(states, workflows, _mark(conn), relation)
     if w is None:
         return None
-    counts = dict(conn.execute(f"SELECT j.state, count(*) FROM jobs j{w[0]} GROUP BY j.state", w[1]).fetchall())
+    if isinstance(conn, sqlite3.Connection) and not workflows and relation is None:
+        # SQLite counts one state's stretch of the (state, id) index without reading its entries: 14 such
+        # counts take half the time of one GROUP BY, which compares every entry's state
+        names = [s.strip().upper() for s in states] or STATES
+        counts = {s: conn.execute("SELECT count(*) FROM jobs WHERE state = ?", [s]).fetchone()[0] for s in names}
+    else:
+        counts = dict(conn.execute(f"SELECT j.state, count(*) FROM jobs j{w[0]} GROUP BY j.state", w[1]).fetchall())
     return {s: counts[s] for s in STATES if counts.get(s)}
 
 
