@@ -76,7 +76,10 @@ def ls(ctx: click.Context, what: str, parents_of: str | None, children_of: str |
         from sluice.cli.wait import watch as live
 
         ws = open_ws()
-        live(ws, _selection(ws, kw, rel_ref), until_done=False)
+        try:
+            live(ws, _selection(ws, kw, rel_ref), until_done=False)
+        except KeyboardInterrupt:  # Ctrl-C is how a watch ends
+            click.echo("", err=True)
         return
     simple = not (kw.get("app") or kw.get("tags") or kw.get("name") or kw.get("ids") or tree or wide)
     if simple and not (as_json and not summary) and _fast(summary, as_json, limit, kw, rel_ref):

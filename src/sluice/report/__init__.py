@@ -105,8 +105,9 @@ def build(ws: Workspace, *, workflow: str | list[str] | None = None, since: floa
         r.core_utilization = sum(r.busy_cores) / (held * r.cores_per_node) if held > 0 else None
     else:
         r.alloc_nodes = [0.0] * bins
-    _states(ws, r, wfs, now)
-    _failures(ws, r, cols, rows, wfs)
+    sample = _sample(ws, r.jobs, wfs)
+    _states(ws, r, sample, now)
+    _failures(ws, r, cols, rows, wfs, sample)
     _longest(ws, r, runs)
     return r
 
@@ -119,9 +120,13 @@ def cores_per_node(ws: Workspace) -> int:
     return int(ws.config.launcher.get("cores_per_node", os.cpu_count() or 1))
 
 
-def _states(ws: Workspace, r: Report, wfs: list[str] | None, now: float) -> None:
-    every = max(1, math.ceil(r.jobs / SAMPLE))
-    ids = progress.sample_ids(ws, every, workflows=wfs) if every > 1 else ws.ids(**({"workflow": wfs} if wfs else {}))
+def _sample(ws: Workspace, n: int, wfs: list[str] | None) -> list[int]:
+    """About SAMPLE of the selection's job ids (all of them when there are fewer)."""
+    every = max(1, math.ceil(n / SAMPLE))
+    return progress.sample_ids(ws, every, workflows=wfs) if every > 1 else ws.ids(**({"workflow": wfs} if wfs else {}))
+
+
+def _states(ws: Workspace, r: Report, ids: list[int], now: float) -> None:
     r.sampled = len(ids)
     spent = series.time_in_states(progress.histories(ws, ids), now, r.since, frozenset(END))
     scale = r.jobs / len(ids) if ids else 0.0
@@ -129,7 +134,7 @@ def _states(ws: Workspace, r: Report, wfs: list[str] | None, now: float) -> None
 
 
 def _failures(ws: Workspace, r: Report, cols: series.Columns, rows: list[tuple[Any, ...]],
-              wfs: list[str] | None) -> None:
+              wfs: list[str] | None, sample: list[int]) -> None:
     """Causes from the events' messages (the latest job of each gets its stderr's last lines); parameters
     the failed jobs share, from samples of failed and of all jobs."""
     rows_at = np.flatnonzero(np.isin(cols.kind, [series.FAILED, series.RUN_ERROR, series.RUN_TIMEOUT]))
@@ -146,8 +151,7 @@ def _failures(ws: Workspace, r: Report, cols: series.Columns, rows: list[tuple[A
     n_failed = r.counts.get("FAILED", 0)
     if n_failed:
         failed = progress.sample_ids(ws, max(1, math.ceil(n_failed / SAMPLE)), workflows=wfs, state="FAILED")
-        every = progress.sample_ids(ws, max(1, math.ceil(r.jobs / SAMPLE)), workflows=wfs)
-        r.params = failures.over_represented(_params(ws, failed), _params(ws, every))[:10]
+        r.params = failures.over_represented(_params(ws, failed), _params(ws, sample))[:10]
 
 
 def _params(ws: Workspace, ids: list[int]) -> list[dict[str, Any]]:

@@ -104,7 +104,9 @@ def draw(r: Report, out: Path) -> list[Path]:
         if name != "states":
             ax.set_xlabel(f"{unit_name} since {_when(r.start)}")
         ax.set_title(_title(name, r))
-        fig.tight_layout()
+        # fixed margins: tight_layout measures every label again, a quarter of the drawing time
+        fig.subplots_adjust(left=0.2 if name == "states" else 0.1, right=0.97 if name in ("states", "failures")
+                            else 0.88, bottom=0.13, top=0.91)
         for ext in ("png", "svg"):
             path = out / f"{name}.{ext}"
             fig.savefig(path, format=ext, metadata={"Date": None} if ext == "svg" else None)
