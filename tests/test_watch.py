@@ -35,8 +35,7 @@ def shots(sqlite_ws: Workspace, tmp_path: Path) -> Path:
 
 
 def test_a_file_gets_its_job_when_its_writer_closes_it(sqlite_ws: Workspace, shots: Path) -> None:
-    w = Watcher(sqlite_ws, Watch(shots, "ana", "shot_*.h5", params={"input": "{path}"}, deadline_min=14,
-                                 settle_s=60))
+    w = Watcher(sqlite_ws, Watch(shots, "ana", "*", params={"input": "{path}"}, deadline_min=14, settle_s=60))
     stop = threading.Event()
     t = threading.Thread(target=w.run, kwargs={"until": stop.is_set}, daemon=True)
     t.start()
@@ -51,9 +50,8 @@ def test_a_file_gets_its_job_when_its_writer_closes_it(sqlite_ws: Workspace, sho
         t0 = time.monotonic()
         _wait(lambda: sqlite_ws.count() == 1)
         assert time.monotonic() - t0 < 1.0  # heard from the kernel, not after the 60 s settle time
-        (shots / "notes.txt").write_text("not a shot")
-        (shots / "shot_2.h5.tmp").write_text("x")
-        os.rename(shots / "shot_2.h5.tmp", shots / "shot_2.h5")  # an atomic writer
+        (shots / ".shot_2.h5.part").write_text("x")  # hidden: an atomic writer's temporary name gets no job
+        os.rename(shots / ".shot_2.h5.part", shots / "shot_2.h5")
         _wait(lambda: sqlite_ws.count() == 2)
     finally:
         stop.set()

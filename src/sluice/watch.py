@@ -87,7 +87,7 @@ class Watcher:
             log.warning("watch %s: cannot list it: %s", self.directory, e)
             return []
         for entry in entries:
-            if entry.path in self.done or not entry.is_file() or not fnmatch.fnmatch(entry.name, self.w.pattern):
+            if entry.path in self.done or not entry.is_file() or not self._wanted(entry.name):
                 continue
             try:
                 st = entry.stat()
@@ -102,6 +102,13 @@ class Watcher:
             elif now - prev[2] >= self.w.settle_s:
                 complete.append(Path(entry.path))
         return self._add(sorted(complete), now)
+
+    def _wanted(self, name: str) -> bool:
+        """The pattern, as a shell reads it: a hidden name (an atomic writer's `.shot.part`, an editor's swap
+        file) matches only a pattern that starts with a dot."""
+        if name.startswith(".") and not self.w.pattern.startswith("."):
+            return False
+        return fnmatch.fnmatch(name, self.w.pattern)
 
     def _add(self, files: list[Path], now: float) -> list[int]:
         if not files:
