@@ -236,15 +236,19 @@ def selected(ws: Workspace, refs: tuple[str, ...], kw: dict[str, Any], verb: str
 
 def confirm(question: str, ids: list[int], refs: tuple[str, ...], yes: bool) -> None:
     """Ask before touching several jobs (or any selected by filters) unless --yes."""
-    if yes or (len(ids) == 1 and len(refs) == 1):
-        return
+    if not (yes or (len(ids) == 1 and len(refs) == 1)):
+        ask(question, "nothing changed")
+
+
+def ask(question: str, refused: str) -> None:
+    """Ask on the terminal; a no (or no terminal to answer) exits 1 saying that nothing was done."""
     try:
         ok = click.confirm(question, default=False, err=True)
     except click.Abort:
         click.echo("", err=True)
         ok = False
     if not ok:
-        click.echo("nothing changed (pass --yes to skip this question)", err=True)
+        click.echo(f"{refused} (pass --yes to skip this question)", err=True)
         raise SystemExit(1)
 
 
@@ -289,14 +293,7 @@ def rm(what: str, all_jobs: bool, yes: bool, force: bool, **kw: Any) -> None:
         click.echo("no jobs match; nothing removed", err=True)
         return
     if not yes:
-        try:
-            ok = click.confirm(f"Remove {n} job(s)?", default=False, err=True)
-        except click.Abort:
-            click.echo("", err=True)
-            ok = False
-        if not ok:
-            click.echo("nothing removed (pass --yes to skip this question)", err=True)
-            raise SystemExit(1)
+        ask(f"Remove {n} job(s)?", "nothing removed")
     ids = ws.ids(**filters)
     chunks = [ids[i : i + RM_CHUNK] for i in range(0, len(ids), RM_CHUNK)][::-1]  # children (later ids) first
     if len(chunks) <= 1 or (not force and ws.summary(**filters).get("RUNNING")):

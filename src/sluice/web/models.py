@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sluice.api.records import Event
+
 
 class ErrorOut(BaseModel):
     """Every 4xx and 5xx answer: one line naming the problem (and the fix, when there is one)."""
@@ -41,15 +43,8 @@ class JobPageOut(BaseModel):
     next: int | None = Field(description="pass as `after` for the next page; null on the last page")
 
 
-class EventOut(BaseModel):
-    id: int
-    job_id: int
-    from_state: str | None
-    to_state: str
-    timestamp: float
-    actor: str
-    message: str | None
-    data: Any = None
+EventOut = Event
+"""A state change as the API answers it: the API's own record (a dataclass FastAPI publishes as is)."""
 
 
 class RelativesOut(BaseModel):
