@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("sluice.cli.query", "history"),
     "submit": ("sluice.cli.submit", "submit"),
     "watch": ("sluice.cli.watch", "watch"),
+    "wait": ("sluice.cli.wait", "wait"),
     "launcher": ("sluice.cli.launcher", "launcher"),
     "service": ("sluice.cli.service", "service"),
     "queue": ("sluice.cli.service", "queue"),

@@ -31,7 +31,8 @@ HISTORY = ["time", "change", "actor", "message"]
 def row(j: Job, wide: bool) -> list[Any]:
     from sluice.states import shown
 
-    r: list[Any] = [j.id, j.name, j.workflow, j.app, shown(j.state, j.session_id is not None)]
+    state = shown(j.state, j.session_id is not None, j.deadline, j.updated_at)
+    r: list[Any] = [j.id, j.name, j.workflow, j.app, state]
     if wide:
         r += [j.num_nodes, j.ranks_per_node, f"{j.retry_count}/{j.max_retries}", j.session_id, j.state_message]
     return r

@@ -69,15 +69,19 @@ def queue_submit(nodes: int, wall_time: str, queue_name: str | None, project: st
 @click.option("--json", "as_json", is_flag=True, help="JSON for scripts.")
 def queue_ls(show_all: bool, as_json: bool) -> None:
     """Our batch jobs: scheduler id, queue, nodes, wall time, state and any message (e.g. a refused submit)."""
+    from sluice.cli.query import queue_ls_fast
+
+    def when(t: float | None) -> str:
+        return datetime.fromtimestamp(t).strftime("%m-%d %H:%M:%S") if t else ""
+
+    if queue_ls_fast(show_all, as_json, when):  # the stdlib path: no SQLAlchemy to import
+        return
     ws = open_ws()
     rows = ws.batch_jobs(active_only=not show_all)
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=1))
         return
     from sluice.cli.render import table
-
-    def when(t: float | None) -> str:
-        return datetime.fromtimestamp(t).strftime("%m-%d %H:%M:%S") if t else ""
 
     table(["id", "scheduler", "native_id", "queue", "nodes", "wall_min", "mode", "state", "submitted", "message"],
           [[r["id"], r["scheduler"], r["native_id"], r["queue"], r["num_nodes"], r["wall_time_min"], r["job_mode"],
