@@ -71,8 +71,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start = 0
+        etag = '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
         m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        if m and path not in st.ignore_range:
+        if_range = self.headers.get("If-Range")
+        if m and path not in st.ignore_range and (if_range is None or if_range == etag):
             start = int(m[1])
             if start >= len(data):
                 self.send_response(416)
@@ -85,6 +87,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
+        self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         time.sleep(st.stall_s)
@@ -156,6 +159,15 @@ def test_a_cut_download_is_resumed_by_the_next_copy(server: str, state: State, t
     assert (job / "input.dat").read_bytes() == DATA and not (job / "input.dat.part").exists()
 
 
+def test_a_part_without_a_validator_is_never_resumed(server: str, state: State, tmp_path: Path) -> None:
+    """Bytes of unknown origin (no ETag or Last-Modified kept with them) are not joined to the file: start over."""
+    job = _dir(tmp_path)
+    (job / "input.dat.part").write_bytes(b"bytes of some other version")
+    HttpTransfer().copy(f"{server}/data/input.dat", job)
+    assert (job / "input.dat").read_bytes() == DATA
+    assert [r[1].get("Range") for r in state.requests] == [None]
+
+
 def test_a_range_ignored_or_refused_starts_over(server: str, state: State, tmp_path: Path) -> None:
     job = _dir(tmp_path)
     state.ignore_range.add("/data/input.dat")
@@ -165,6 +177,7 @@ def test_a_range_ignored_or_refused_starts_over(server: str, state: State, tmp_p
     state.ignore_range.clear()
     state.requests.clear()
     (job / "input.dat.part").write_bytes(DATA + b"longer than the file")
+    (job / "input.dat.part.validator").write_text('"' + hashlib.sha1(DATA).hexdigest()[:16] + '"')
     HttpTransfer().copy(f"{server}/data/input.dat", job)  # 416: start over, once
     assert [r[1].get("Range") for r in state.requests] == [f"bytes={len(DATA) + 20}-", None]
     assert (job / "input.dat").read_bytes() == DATA and not (job / "input.dat.part").exists()
@@ -303,3 +316,19 @@ def test_https_verifies_certificates_and_sends_the_token(certificate: tuple[Path
         HttpTransfer().copy(f"{base}/private/data/input.dat", job)
         assert st.requests[-1][1].get("Authorization") == "Bearer tok-123"
     assert (job / "input.dat").read_bytes() == DATA
+
+
+def test_a_file_that_changed_since_the_cut_is_fetched_whole_not_mixed(server: str, state: State,
+                                                                       tmp_path: Path) -> None:
+    """A resume sends If-Range: a server whose file changed sends it all again, and nothing of the old part stays."""
+    url, st = server, state
+    st.cut["/data/input.dat"] = 1_000_000
+    with pytest.raises(TransferError):
+        transfers.copy(url + "/data/input.dat", tmp_path)
+    new = DATA[::-1]
+    st.files["/data/input.dat"] = new
+    (got,) = transfers.copy(url + "/data/input.dat", tmp_path)
+    assert got.read_bytes() == new
+    asked = [h for p, h in st.requests if p == "/data/input.dat"]
+    assert "If-Range" in asked[-1] and asked[-1]["Range"] == "bytes=1000000-"
+    assert not list(tmp_path.glob("*.part*"))

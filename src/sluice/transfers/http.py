@@ -32,7 +32,7 @@ import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from sluice import environ
@@ -153,12 +153,32 @@ def _content_range(value: str | None) -> tuple[int, int | None]:
     return int(first), int(total) if total.isdigit() else None
 
 
+def _validator_file(part: Path) -> Path:
+    return part.with_name(part.name + ".validator")
+
+
+def _remember(tag: Path, headers: Any) -> None:
+    """Keep what tells this version of the file from the next: a strong ETag, else Last-Modified (If-Range
+    takes either); without one a cut download starts over rather than risk joining two versions."""
+    etag = headers.get("ETag") or ""
+    value = etag if etag.startswith('"') else headers.get("Last-Modified")
+    if value:
+        tag.write_text(value)
+    else:
+        tag.unlink(missing_ok=True)
+
+
 def _fetch(opener: urllib.request.OpenerDirector, url: str, auth: str | None, part: Path, name: str) -> None:
     """Bring ``url`` into ``part``, resuming what is there; return once the part is complete and on disk."""
     offset = part.stat().st_size if part.exists() else 0
+    tag = _validator_file(part)
+    validator = tag.read_text() if offset and tag.exists() else None
+    if validator is None:
+        offset = 0  # a part we cannot prove is of the same version of the file: never mix two versions
     req = urllib.request.Request(url, headers={"User-Agent": _AGENT, "Accept-Encoding": "identity"})
-    if offset:
+    if offset and validator:
         req.add_header("Range", f"bytes={offset}-")
+        req.add_header("If-Range", validator)  # changed since: the server sends it all again (a 200)
     if auth is not None:
         req.add_unredirected_header("Authorization", auth)
     try:
@@ -177,8 +197,9 @@ def _fetch(opener: urllib.request.OpenerDirector, url: str, auth: str | None, pa
             if first != offset:
                 raise _StartOver()
             mode = "ab"
-        else:  # 200: the whole file (a server that ignores Range sends it all again)
+        else:  # 200: the whole file (a server that ignores Range, or whose file changed, sends it all again)
             offset, mode, total = 0, "wb", None
+            _remember(tag, resp.headers)
         if total is None and (length := resp.headers.get("Content-Length", "")).isdigit():
             total = offset + int(length)
         got = offset
@@ -233,6 +254,7 @@ class HttpTransfer(SyncTransfer):
             _fetch(opener, url, auth, part, name)
         except _StartOver:
             part.unlink(missing_ok=True)
+            _validator_file(part).unlink(missing_ok=True)
             try:
                 _fetch(opener, url, auth, part, name)
             except _StartOver:
@@ -240,8 +262,10 @@ class HttpTransfer(SyncTransfer):
         try:
             verify(part, checksum)
         except TransferError as e:
+            _validator_file(part).unlink(missing_ok=True)
             raise TransferError(f"{name}: {e}") from None
         os.replace(part, target)
+        _validator_file(part).unlink(missing_ok=True)
         return [target]
 
     def put(self, src: Path, dest: str) -> list[Path]:
