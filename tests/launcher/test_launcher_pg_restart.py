@@ -71,7 +71,7 @@ def test_postgres_restart_under_running_launcher(tmp_path: Path, own_pg_db: str)
     log = tmp_path / "launcher.log"
     env = dict(os.environ, SLUICE_WORKSPACE=str(ws.path), SLUICE_CORES_PER_NODE="4")
     with open(log, "wb") as out:
-        p = subprocess.Popen([sys.executable, "-m", "sluice", "launcher", "-q", "--idle-timeout", "5",
+        p = subprocess.Popen([sys.executable, "-m", "sluice", "launcher", "-q",
                               "--heartbeat", "1"], env=env, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 60
