@@ -10,6 +10,7 @@ go on. Nothing here writes the database: the caller turns the outcomes into stat
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from urllib.parse import urlparse
 from sluice import transfers
 from sluice.api import Job
 from sluice.config import TransferPolicy
-from sluice.errors import one_line
+from sluice.errors import DiskFull, one_line
 from sluice.states import FREE, Change, S
 from sluice.transfers import Item, TransferError, TransferState, TransferStatus
 from sluice.transfers.entries import Parent, plan_in, plan_out, stage_in, stage_out
@@ -64,6 +65,8 @@ class Stager:
                 j.path.mkdir(parents=True, exist_ok=True)
                 plans[j.id] = plan_in(entries, j.path, parents)
             except (TransferError, OSError, ValueError) as e:
+                if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(f"disk full: job {j.id}: {one_line(e)}") from e
                 out[j.id].error = f"stage-in failed: {one_line(e)}"
         self._run(plans, out, "stage-in")
         return list(out.values())

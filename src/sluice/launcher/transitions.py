@@ -22,7 +22,7 @@ from sluice import environ
 from sluice.api import Job, Workspace
 from sluice.errors import DiskFull
 from sluice.launcher.faults import is_full, low_space
-from sluice.staging import Outcome, Stager, stage_in_changes
+from sluice.staging import Stager, stage_in_changes
 from sluice.states import FREE, Change, S, after_failure
 
 HOOK_TIMEOUT_S = 3600.0
@@ -66,8 +66,7 @@ def stage_in_batch(ws: Workspace, ids: list[int]) -> list[Change]:
     """Stage a batch of READY jobs in (staging.Stager: grouped by endpoint, retried), then run the preprocess
     hooks of those that have one; the changes. A full disk is raised: it is nobody's fault but the disk's."""
     jobs = ws.jobs(ids=ids)
-    outcomes = Stager(ws.config.transfers).stage_in(jobs, lambda j: ws.parents(j.id))
-    _raise_if_full(outcomes)
+    outcomes = Stager(ws.config.transfers).stage_in(jobs, lambda j: ws.parents(j.id))  # DiskFull propagates
     by_id = {j.id: j for j in jobs}
     hooks = {j.id: ws.app(j.app).preprocess for j in jobs}
     changes = stage_in_changes(outcomes, lambda jid: not hooks.get(jid))
@@ -78,12 +77,6 @@ def stage_in_batch(ws: Workspace, ids: list[int]) -> list[Change]:
         else:
             out.append(c)
     return out
-
-
-def _raise_if_full(outcomes: list[Outcome]) -> None:
-    for o in outcomes:
-        if o.error and any(w in o.error for w in ("No space left", "Disk quota exceeded", "disk full")):
-            raise DiskFull(f"disk full: job {o.job_id}: {o.error}")
 
 
 def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | None = None) -> list[Change]:
@@ -106,7 +99,6 @@ def process(ws: Workspace, job_id: int, state: str, exit_info: dict[str, Any] | 
             frm = S.POSTPROCESSED
         if job.stage_out:
             (o,) = Stager(ws.config.transfers).stage_out([job])
-            _raise_if_full([o])
             if o.error is not None:  # the outputs stay in the job's directory, named in the message
                 return out + [Change(job_id, frm, S.FAILED, f"{o.error} (the outputs are kept in {job.path})",
                                      fields=FREE)]

@@ -11,6 +11,7 @@ needs no state (any instance, even after a restart, answers) and ``cancel`` has 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import uuid
 from abc import ABC, abstractmethod
@@ -20,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
-from sluice.errors import Fault, one_line
+from sluice.errors import DiskFull, Fault, one_line
 
 
 class TransferError(Fault):
@@ -154,6 +155,8 @@ class SyncTransfer(Transfer):
                 outcome = TransferStatus(TransferState.FAILED, one_line(e), e.transient)
                 break
             except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk's fault, not this item's: say so at once
+                    raise DiskFull(f"disk full while staging {item.src}: {one_line(e)}") from e
                 outcome = TransferStatus(TransferState.FAILED, one_line(e))
                 break
         outcome = TransferStatus(outcome.state, outcome.message, outcome.transient, tuple(paths))
