@@ -169,7 +169,8 @@ def _converters(t: Table) -> list[Callable[[Any], Any]]:
             for c in t.columns]
 
 
-def _copy_table(src: Connection, dst: Connection, t: Table, batch: int) -> None:
+def _copy_table(src: Connection, dst: Connection, t: Table, batch: int,
+                progress: Callable[[int], None] | None = None) -> None:
     cols = [c.name for c in t.columns]
     order = ", ".join(c.name for c in t.primary_key.columns)
     conv = _converters(t)
@@ -180,6 +181,8 @@ def _copy_table(src: Connection, dst: Connection, t: Table, batch: int) -> None:
         while rows := cur.fetchmany(batch):
             out = rows if plain else [tuple(f(v) for f, v in zip(conv, r, strict=True)) for r in rows]
             db.bulk_insert(dst, t.name, cols, out)
+            if progress is not None:
+                progress(len(rows))
     finally:
         cur.close()
     if dst.dialect.name == "postgresql" and "id" in t.c:  # the next id drawn must be past every copied one
@@ -187,8 +190,10 @@ def _copy_table(src: Connection, dst: Connection, t: Table, batch: int) -> None:
                          f"COALESCE((SELECT MAX(id) FROM {t.name}), 0) + 1, false)"))
 
 
-def migrate(workspace: str | os.PathLike[str] | None, target_url: str, *, batch: int = BATCH) -> Moved:
+def migrate(workspace: str | os.PathLike[str] | None, target_url: str, *, batch: int = BATCH,
+            progress: Callable[[int], Callable[[int], None]] | None = None) -> Moved:
     """Move the workspace's SQLite database into the server at target_url, then point sluice.toml there.
+    `progress(total_rows)` may return a function told how many more rows are copied (the CLI's bar).
 
     Nothing changes on a refusal or a failure, except an empty sluice schema the target may have gained.
     """
@@ -205,9 +210,10 @@ def migrate(workspace: str | os.PathLike[str] | None, target_url: str, *, batch:
     with db.write(src) as sconn:  # BEGIN IMMEDIATE: no writer gets in until the move is over
         _refuse_live(sconn)
         want = {t.name: _fingerprint(sconn, t) for t in tables()}
+        step = progress(sum(v[0] for v in want.values())) if progress is not None else None
         with db.write(db.engine(target_url)) as dconn:
             for t in tables():
-                _copy_table(sconn, dconn, t, batch)
+                _copy_table(sconn, dconn, t, batch, step)
             got = {t.name: _fingerprint(dconn, t) for t in tables()}
             if got != want:
                 raise DatabaseError(f"copy into {moved.target} does not match the source ({_diff(want, got)}); "

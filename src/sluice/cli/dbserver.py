@@ -87,9 +87,14 @@ def migrate_to(url: str) -> None:
     data; stop `sluice service` first (it keeps the database it opened). Put the password in ~/.pgpass (or
     ?passfile=PATH), not in the URL: sluice.toml keeps the URL.
     """
-    from sluice.api import migrate
+    from contextlib import ExitStack
 
-    moved = migrate.migrate(workspace_arg(), url)
+    from sluice.api import migrate
+    from sluice.cli.progressbar import progress
+
+    with ExitStack() as stack:
+        moved = migrate.migrate(workspace_arg(), url,
+                                progress=lambda total: stack.enter_context(progress("copying rows", total)))
     what = ", ".join(f"{n} {t}" for t, n in moved.counts.items())
     click.echo(f"moved {what} from {moved.source} into {moved.target} in {moved.seconds:.1f} s")
     click.echo(f"sluice.toml now names {moved.target}; the SQLite file is kept as {moved.kept_as}")
