@@ -17,18 +17,15 @@ $S app add merge --command "/bin/sh $here/pi/merge.sh" --desc "estimate pi from 
 {
   echo "workflow: pi"
   echo "jobs:"
-  parents=""
-  for i in $(seq 1 "$N"); do
-    echo "  - {name: throw$i, app: throw, params: {seed: $i, darts: 200000}, wall_time_min: 5}"
-    parents="$parents${parents:+, }throw$i"
-  done
-  echo "  - {name: merge, app: merge, parents: [$parents], stage_in: [{parents: 'hits_*.txt'}]}"
+  echo "  - {name: 'throw{seed}', app: throw, sweep: {seed: {range: [1, $((N + 1))]}}, params: {darts: 200000},"
+  echo "     wall_time_min: 5}"
+  echo "  - {name: merge, app: merge, after: 'throw*', stage_in: [{parents: 'hits_*.txt'}]}"
 } > "$SLUICE_WORKSPACE/pi.yaml"
 $S submit "$SLUICE_WORKSPACE/pi.yaml"
 echo "== before the launcher"
 $S ls --summary
 echo "== the launcher runs every job on this machine's cores"
-$S launcher --idle-timeout 2
+$S launcher
 echo "== after"
 $S ls --summary
 $S ls --state JOB_FINISHED --limit 5
