@@ -16,12 +16,23 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, exists, select
 
 from sluice.errors import IllegalTransition, UserError
-from sluice.states import WAITING, Change, S, check_path, default_actor, event_rows, ready_path, spends_retry
+from sluice.states import WAITING, Change, S, check_path, default_actor, ready_path, spends_retry
 from sluice.store import db
 from sluice.store.models import apps, job_parents, jobs
 
 if TYPE_CHECKING:
     from sluice.api.base import WorkspaceBase
+
+
+_PATHS: set[tuple[str | None, tuple[str, ...], str]] = set()
+"""(from, via, to) paths already checked: the launcher writes the same few thousands of times a second."""
+
+
+def _check(c: Change) -> None:
+    key = (c.from_state, c.via, c.to_state)
+    if key not in _PATHS:
+        check_path(c.from_state, c.path())
+        _PATHS.add(key)
 
 
 def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None, *,
@@ -38,7 +49,7 @@ def apply(conn: Connection, changes: Sequence[Change], actor: str | None = None,
     actor = actor or default_actor()
     now = time.time()
     for c in changes:
-        check_path(c.from_state, c.path())
+        _check(c)
     current = states_of(conn, sorted({c.job_id for c in changes}), lock=lock)
     done: list[Change] = []
     for c in changes:
@@ -62,19 +73,87 @@ def _write(conn: Connection, done: Sequence[Change], actor: str, now: float) -> 
     merged = _merge(done, now)
     waves: list[dict[tuple[Any, ...], list[int]]] = []
     nth: dict[int, int] = {}
+    keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}  # the group key of each shape of change, computed once
     for c in merged:
         k = nth.get(c.job_id, 0)
         nth[c.job_id] = k + 1
         if k == len(waves):
             waves.append(defaultdict(list))
-        key = (c.to_state, c.message, spends_retry(c), tuple(sorted(c.fields.items())))
+        f = c.fields
+        shape = (c.from_state, c.via, c.to_state, c.message, *f.items()) if len(f) < 2 else None
+        key = keys.get(shape) if shape is not None else None
+        if key is None:
+            key = (c.to_state, c.message, spends_retry(c), tuple(sorted(f.items())))
+            if shape is not None:
+                keys[shape] = key
         waves[k][key].append(c.job_id)
     for groups in waves:
         _update(conn, groups, now)
-    rows = [(r["job_id"], r["from_state"], r["to_state"], r["timestamp"], r["actor"], r["message"],
-             None if r["data"] is None else json.dumps(r["data"]))
-            for c in merged for r in event_rows(c, actor, now)]
-    db.bulk_insert(conn, "events", EVENT_COLUMNS, rows)  # the driver's executemany: the launcher's hot path
+    insert_events(conn, _event_tuples(merged, now), actor)
+
+
+def _event_tuples(merged: Sequence[Change], now: float) -> list[tuple[Any, ...]]:
+    """(job_id, from, to, timestamp, message, data) per step of each change, in order: what event_rows()
+    says, without a dict per row (four rows a job, tens of thousands a second)."""
+    rows: list[tuple[Any, ...]] = []
+    add = rows.append
+    for c in merged:
+        t_end = c.at if c.at is not None else now
+        prev = c.from_state
+        if c.via:
+            times = c.via_at or (t_end,) * len(c.via)
+            for st, t in zip(c.via, times, strict=True):
+                add((c.job_id, prev, st, t, None, None))
+                prev = st
+        add((c.job_id, prev, c.to_state, t_end, c.message, c.data))
+    return rows
+
+
+def insert_events(conn: Connection, rows: Sequence[tuple[Any, ...]], actor: str) -> None:
+    """Event rows (job_id, from, to, timestamp, message, data), in order, all by `actor`.
+
+    On SQLite, runs of rows without message and data go as one INSERT ... SELECT FROM (VALUES ...) of 240 rows
+    binding four values each (the actor once): 3-4x faster than executemany, which steps the statement once a
+    row with seven values bound. Rows keep their order, so each job's events keep increasing ids."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        db.bulk_insert(conn, "events", EVENT_COLUMNS, [
+            (j, f, t, ts, actor, m, None if d is None else json.dumps(d)) for j, f, t, ts, m, d in rows])
+        return
+    plain: list[Any] = []
+    n_plain = 0
+    for r in rows:
+        if r[4] is None and r[5] is None:
+            plain += r[:4]
+            n_plain += 1
+            if n_plain == _VALUES_ROWS:
+                _insert_plain(conn, plain, n_plain, actor)
+                plain, n_plain = [], 0
+            continue
+        if n_plain:
+            _insert_plain(conn, plain, n_plain, actor)
+            plain, n_plain = [], 0
+        db.raw(conn, _RICH_SQL, (r[0], r[1], r[2], r[3], actor, r[4], None if r[5] is None else json.dumps(r[5])),
+               fetch=False)
+    if n_plain:
+        _insert_plain(conn, plain, n_plain, actor)
+
+
+_VALUES_ROWS = 240
+"""Rows per VALUES list: 960 variables, under the 999 of SQLite before 3.32."""
+_RICH_SQL = ("INSERT INTO events (job_id, from_state, to_state, timestamp, actor, message, data) "
+             "VALUES (?, ?, ?, ?, ?, ?, ?)")
+_PLAIN_SQL: dict[int, str] = {}
+
+
+def _insert_plain(conn: Connection, values: list[Any], n: int, actor: str) -> None:
+    sql = _PLAIN_SQL.get(n)
+    if sql is None:
+        sql = _PLAIN_SQL[n] = ("INSERT INTO events (job_id, from_state, to_state, timestamp, actor) "
+                               "SELECT column1, column2, column3, column4, ? FROM (VALUES "
+                               + ", ".join(["(?, ?, ?, ?)"] * n) + ")")
+    db.raw(conn, sql, [actor, *values], fetch=False)
 
 
 def _merge(done: Sequence[Change], now: float) -> list[Change]:
@@ -93,10 +172,10 @@ def _merge(done: Sequence[Change], now: float) -> list[Change]:
         if prev is not None and prev.message is None and prev.data is None and prev.to_state == c.from_state:
             t_prev = prev.at if prev.at is not None else now
             c = Change(c.job_id, prev.from_state, c.to_state, c.message, c.data,
-                       via=(*prev.via, prev.to_state, *c.via), at=c.at,
-                       via_at=(*(prev.via_at or (t_prev,) * len(prev.via)), t_prev,
-                               *(c.via_at or ((c.at if c.at is not None else now),) * len(c.via))),
-                       fields={**prev.fields, **c.fields})
+                       (*prev.via, prev.to_state, *c.via), c.at,
+                       (*(prev.via_at or (t_prev,) * len(prev.via)), t_prev,
+                        *(c.via_at or ((c.at if c.at is not None else now),) * len(c.via))),
+                       {**prev.fields, **c.fields})
             out[i] = None  # type: ignore[index]
         last[c.job_id] = len(out)
         out.append(c)

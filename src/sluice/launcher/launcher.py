@@ -29,23 +29,25 @@ from sluice.api.claims import Claimed
 from sluice.errors import Fault, one_line
 from sluice.launcher import transitions
 from sluice.launcher.faults import again, is_full, reason
-from sluice.launcher.latency import prompt_wakeups
+from sluice.launcher.latency import prompt_wakeups, rare_collections
 from sluice.launcher.mpi import for_allocation
 from sluice.launcher.nodes import Allocation, discover
 from sluice.launcher.options import DEFAULT_IDLE_S, Options, Summary, selection
-from sluice.launcher.packing import NodePool, Request
+from sluice.launcher.packing import NodePool
 from sluice.launcher.runner import Runner
+from sluice.launcher.simulate import KIND as SIMULATED
+from sluice.launcher.simulate import mpi_builder, simulated
 from sluice.launcher.source import Source
-from sluice.launcher.spawn import Event
+from sluice.launcher.starts import Starts
 from sluice.launcher.writer import Writer
-from sluice.states import Change, S
+from sluice.states import Change
 
 __all__ = ["Launcher", "Options", "Summary"]
 
 log = logging.getLogger("sluice.launcher")
 
 
-class Launcher:
+class Launcher(Starts):
     """One launcher session. `run()` returns when the work, the allocation or the patience runs out."""
 
     def __init__(self, ws: Workspace, opts: Options | None = None, alloc: Allocation | None = None) -> None:
@@ -53,7 +55,9 @@ class Launcher:
         self.opts = opts or Options()
         if self.opts.job_mode not in ("serial", "mpi"):
             raise ValueError(f"job mode must be serial or mpi, not {self.opts.job_mode!r}")
-        self.alloc = alloc or discover(wall_time_min=self.opts.wall_time_min)
+        self.alloc = alloc or self._allocation()
+        if self.alloc.kind == SIMULATED and not self.opts.simulate:
+            raise ValueError("a simulated allocation needs Options(simulate=True): its nodes cannot run processes")
         self.pool = NodePool(self.alloc.nodes)
         self.running: dict[int, tuple[Claimed, Any, float]] = {}
         self.pending: deque[Claimed] = deque()
@@ -77,6 +81,13 @@ class Launcher:
         self.writer: Writer
         self.transitions = transitions.Pool(ws, self.opts.workers, on_done=self._processed,
                                             on_error=self._process_failed)
+
+    def _allocation(self) -> Allocation:
+        o = self.opts
+        if not o.simulate:
+            return discover(wall_time_min=o.wall_time_min)
+        end = time.time() + o.wall_time_min * 60 if o.wall_time_min else None
+        return simulated(o.sim_nodes or 1, o.sim_cores or os.cpu_count() or 1, end_time=end)
 
     # ---------------------------------------------------------------- what the threads read (source.Progress)
     @property
@@ -166,7 +177,8 @@ class Launcher:
     def run(self) -> Summary:
         self.t0 = time.time()
         self.deadline = self.alloc.deadline(self.opts.end_margin_s, self.t0)
-        mpi = for_allocation(self.alloc, self.opts.job_mode, self.opts.mpi_launcher)
+        mpi = mpi_builder() if self.opts.simulate else for_allocation(self.alloc, self.opts.job_mode,
+                                                                         self.opts.mpi_launcher)
         self.session_id = sessions.start(self.ws, job_mode=self.opts.job_mode, batch_job_id=self.opts.batch_job_id,
                                          info={"nodes": [n.name for n in self.alloc.nodes],
                                                "end_time": self.alloc.end_time},
@@ -174,7 +186,8 @@ class Launcher:
         self.actor = f"launcher:{self.session_id}"
         self.summary.session_id = self.session_id
         self.runner = Runner(self.alloc, self.opts.job_mode, self.ws.path, self.ws.config.data_dir, mpi,
-                             kill_grace=self.opts.kill_grace_s)
+                             kill_grace=self.opts.kill_grace_s,
+                             simulate=self.opts.sim_duration_s if self.opts.simulate else None)
         self.source = Source(self.ws, self.session_id, self.actor, self.selection, self.opts, self.capacity, self,
                              prepare=self.runner.prepare, process=self.transitions.submit, wake=self.wake,
                              on_fatal=self.fault)
@@ -183,15 +196,16 @@ class Launcher:
                              on_written=self._written, on_killed=self._killed, on_fatal=self.fault)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
             if threading.current_thread() is threading.main_thread() else {}
-        self.writer.start()
-        self.source.start()
-        try:
-            with prompt_wakeups(self.opts.loop_slice_us * 1000):
-                self._loop()
-        finally:
-            self._shutdown()
-            for s, h in old.items():
-                signal.signal(s, h)
+        with rare_collections():
+            self.writer.start()
+            self.source.start()
+            try:
+                with prompt_wakeups(self.opts.loop_slice_us * 1000):
+                    self._loop()
+            finally:
+                self._shutdown()
+                for s, h in old.items():
+                    signal.signal(s, h)
         return self.summary
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
@@ -231,13 +245,16 @@ class Launcher:
                 timeout = 0.25 if hint is None else min(hint, 0.25)
                 if self.opts.launch_interval_s and self.pending:
                     timeout = min(timeout, self.opts.launch_interval_s)
+                ready = []
                 for fd, _ in ep.poll(timeout):
                     if fd == self._r:
                         try:
                             os.read(self._r, 4096)
                         except BlockingIOError:
                             pass
-                self._handle(self.runner.poll())
+                    else:
+                        ready.append(fd)
+                self._handle(self.runner.poll(ready))
                 if tty and now - last_status >= 1.0:
                     last_status = now
                     sys.stderr.write(f"\r\x1b[K{self.summary.status(len(self.running), now - self.t0)}")
@@ -272,89 +289,6 @@ class Launcher:
                 if j in self.running:
                     self.user_killed.add(j)
                     self.runner.kill(j)
-
-    def _launch(self, now: float) -> bool:
-        """Start what fits on the free cores, in claim order; a job that does not fit now waits at the front."""
-        buf, pending = self.source.buffer, self.pending
-        if self.source.urgent:  # the most urgent claim first, ahead of all that waits
-            with self.source.cv:
-                urgent = sorted(self.source.urgent, key=lambda c: (-c.priority, c.deadline or float("inf"), c.id))
-                self.source.urgent.clear()
-            pending.extendleft(reversed(urgent))
-        while buf and len(pending) < 4 * self.opts.claim_batch:
-            pending.append(buf.popleft())
-        self.source.nudge()
-        if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
-            return False
-        started: list[Change] = []
-        waiting: list[Claimed] = []
-        giveback: list[int] = []
-        mode_mpi = self.opts.job_mode == "mpi"
-        d = self.deadline
-        limit_procs = self.opts.max_launches if mode_mpi else None
-        while pending:
-            if (self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs) \
-                    or self.pool.free_cores == 0 or (limit_procs is not None and len(self.running) >= limit_procs) \
-                    or (self.opts.max_ranks is not None and self._ranks() >= self.opts.max_ranks):
-                break
-            c = pending.popleft()
-            req = Request(c.id, c.num_nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank, c.wall_time_min)
-            if d is not None and c.wall_time_min and now + c.wall_time_min * 60 > d:
-                giveback.append(c.id)  # cannot finish before the allocation ends: another launcher may
-                continue
-            if not self.pool.fits_ever(req):
-                giveback.append(c.id)
-                self.source.exclude(c.id)
-                continue
-            p = self.pool.place(req, exclusive=mode_mpi)
-            if p is None:
-                waiting.append(c)
-                if len(waiting) > 64:  # nothing smaller behind it is likely to fit either
-                    break
-                continue
-            self.runner.start(c, p)
-            self.running[c.id] = (c, p, now)
-            self.summary.started += 1
-            started.append(Change(c.id, c.state, S.RUNNING, None, at=now, fields={"session_id": self.session_id}))
-            if self.opts.launch_interval_s:
-                break
-        pending.extendleft(reversed(waiting))
-        if started:
-            self.writer.put(started)
-        if giveback:
-            self._unclaim(giveback)
-        return bool(started)
-
-    def _ranks(self) -> int:
-        return sum(c.ranks_per_node * c.num_nodes for c, _, _ in self.running.values())
-
-    def _handle(self, events: list[Event]) -> None:
-        out: list[Change] = []
-        for ev in events:
-            kind = ev.get("ev")
-            if kind not in ("exit", "error"):
-                continue
-            jid = int(ev["id"])
-            entry = self.running.pop(jid, None)
-            if entry is None:
-                continue
-            c, p, _t0 = entry
-            self.pool.release(p)
-            self.ended += 1
-            if jid in self.user_killed:
-                self.user_killed.discard(jid)
-                continue  # already USER_KILLED in the DB; the session lets go of it at exit
-            changes, to_pool, full = self.runner.outcome(c, ev, self.stop_reason if jid in self.stopping_ids
-                                                         else None, pool=not self.stopping)
-            if full is not None:
-                self.fault(full)
-            out += changes
-            if to_pool is not None:
-                self.writer.put(out)
-                out = []
-                self.transitions.submit(jid, to_pool)
-        if out:
-            self.writer.put(out)
 
     def _shutdown(self) -> None:
         why = self.stop_reason or "error"

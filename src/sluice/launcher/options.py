@@ -45,6 +45,15 @@ class Options:
     queue: str | None = None
     machine: str | None = None
     loop_slice_us: int = 100  # the CPU slice the main loop asks for (latency.py); 0: the kernel's default
+    simulate: bool = False
+    """Benchmarks and tests only, never a CLI flag (launcher/simulate.py): every task is a timer of its job's
+    `data["sim_s"]` seconds (else `sim_duration_s`) on simulated node agents; the database, claims, packing,
+    the writer, events, heartbeats and recovery are the real ones."""
+    sim_duration_s: float = 0.0
+    sim_nodes: int | None = None
+    """Without an explicit allocation, a simulated launcher makes one of this many nodes (default 1) ..."""
+    sim_cores: int | None = None
+    """... with this many cores each (default: this machine's)."""
 
 
 def selection(opts: Options, alloc: Allocation, machine: str | None) -> Selection:

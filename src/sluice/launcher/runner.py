@@ -3,6 +3,12 @@
 On the launcher's own node tasks are spawned in-process (LocalSpawner). Serial-mode tasks on other nodes go
 to one long-lived node agent per node, started once through the platform launcher (srun/mpiexec/aprun), never
 one srun per task. MPI jobs are one mpiexec/srun each, started here, fanning out to their disjoint node set.
+
+A simulated runner (benchmarks and tests: simulate.py) gives every node, its own included, a SimAgent: a node
+agent whose tasks are timers, driven by one clock, whose exits come back through the same events.
+
+Only the spawners with something to say are read on each turn of the loop (the agents whose pipes are readable,
+the simulated agents whose timers went off): reading all of them was O(nodes) a turn, a few ms at 1,024 nodes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import shlex
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from sluice import environ, states, templates
@@ -24,6 +30,7 @@ from sluice.launcher.faults import FULL_ERRNOS, low_space
 from sluice.launcher.mpi import MPILauncher
 from sluice.launcher.nodes import Allocation
 from sluice.launcher.packing import Placement
+from sluice.launcher.simulate import SimAgent, SimClock, task_of
 from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner, make_dir
 from sluice.states import Change, S
 
@@ -32,15 +39,20 @@ _NODE_VARS = ("SLURMD_NODENAME", "SLURM_TOPOLOGY_ADDR")
 
 class Runner:
     def __init__(self, alloc: Allocation, mode: str, workspace: Path, data_dir: Path,
-                 mpi: MPILauncher | None, *, kill_grace: float = 5.0) -> None:
+                 mpi: MPILauncher | None, *, kill_grace: float = 5.0, simulate: float | None = None) -> None:
+        """`simulate`: run every task as a timer (simulate.py) of this many seconds unless its job's data says
+        otherwise; None: real processes."""
         self.alloc = alloc
         self.mode = mode
         self.data_dir = data_dir
         self.data_str = str(data_dir)
         self.mpi = mpi
         self.kill_grace = kill_grace
-        self.local = LocalSpawner(kill_grace=kill_grace)
+        self.sim_s = simulate
+        self.clock = SimClock() if simulate is not None else None
         self.agents: dict[str, AgentClient] = {}
+        self._by_fd: dict[int, AgentClient] = {}
+        self._dirty: set[AgentClient] = set()  # agents holding spawn messages until flush()
         self.where: dict[int, Spawner] = {}
         # Each attempt gets its own spawn id: a spawner's timers (TERM->KILL grace, wall time) are keyed by id,
         # so a retried job reusing its job id would be hit by the previous attempt's late SIGKILL.
@@ -52,6 +64,17 @@ class Runner:
         here = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         names = [n.name for n in alloc.nodes]
         self.home = here if here in names else (names[0] if names else here)
+        self.local: LocalSpawner | SimAgent
+        if self.clock is not None:
+            self.local = self._sim_agent(self.home)
+        else:
+            self.local = LocalSpawner(kill_grace=kill_grace)
+
+    def _sim_agent(self, node: str) -> SimAgent:
+        assert self.clock is not None
+        agent = SimAgent(node, self.clock)
+        agent.hold = True
+        return agent
 
     def spawners(self) -> list[Spawner]:
         return [self.local, *self.agents.values()]
@@ -61,13 +84,25 @@ class Runner:
             return self.local
         agent = self.agents.get(node)
         if agent is None:
+            if self.clock is not None:
+                sim = self.agents[node] = self._sim_agent(node)
+                return sim
             if self.mpi is None:
                 raise RuntimeError(f"no platform launcher to start a node agent on {node}")
             agent = AgentClient(agent_args=["--kill-grace", str(self.kill_grace)])
             prefix = self.mpi.agent_argv(node, [])
             agent.start(prefix)
+            agent.hold = True
             self.agents[node] = agent
+            self._by_fd[agent.fileno()] = agent
         return agent
+
+    def flush(self) -> None:
+        """Send each agent the spawns held for it since the last flush: one write per agent per turn."""
+        if self._dirty:
+            for a in self._dirty:
+                a.flush()
+            self._dirty.clear()
 
     def command(self, c: Claimed, p: Placement) -> tuple[list[str], LayeredEnv]:
         """argv (the app's template filled in; an MPI launcher in front in mpi mode; the app's preamble run
@@ -101,6 +136,8 @@ class Runner:
         """Make the working directories of jobs about to start, from the claiming thread: a mkdir is a
         tenth of a task's spawn, and the main loop's time is the launcher's throughput. A full disk raises
         DiskFull (no job is to blame); other errors are left for the spawner to report as the job's."""
+        if self.clock is not None:  # a simulated task writes nothing
+            return
         for c in claimed:
             try:
                 make_dir(self.workdir(c))
@@ -144,7 +181,10 @@ class Runner:
     def disk_full(self, c: Claimed, ev: Event, rc: int) -> str | None:
         """Why this failed run is the full disk's fault, not the job's (None: it may well be the job's). Asked
         only of runs that failed: a spawn that hit ENOSPC/EDQUOT, or a process that failed while its
-        directory's file system is out of room (a process cannot say why it failed)."""
+        directory's file system is out of room (a process cannot say why it failed). A simulated task has no
+        directory: its failure is its own."""
+        if self.clock is not None:
+            return None
         if ev.get("ev") == "error":
             return f"disk full: job {c.id}: {ev.get('msg')}" if ev.get("errno") in FULL_ERRNOS else None
         low = low_space(self.workdir(c))
@@ -170,8 +210,15 @@ class Runner:
                 if k in env:
                     env[k] = p.nodes[0]
         timeout = c.wall_time_min * 60 if c.wall_time_min else None
-        spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out", stderr=f"{cwd}/{c.name}.err",
-                      timeout=timeout, make_cwd=not made)
+        if self.sim_s is not None:
+            assert isinstance(spawner, SimAgent)
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out", stderr=f"{cwd}/{c.name}.err",
+                          timeout=timeout, sim=task_of(c.data, self.sim_s))
+        else:
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out",
+                          stderr=f"{cwd}/{c.name}.err", timeout=timeout, make_cwd=not made)
+        if isinstance(spawner, AgentClient):
+            self._dirty.add(spawner)
         self.where[c.id] = spawner
 
     def kill(self, job_id: int, sig: int = signal.SIGTERM) -> None:
@@ -179,10 +226,25 @@ class Runner:
         if s is not None:
             s.kill(self._sid[job_id], sig)
 
-    def poll(self) -> list[Event]:
+    def poll(self, ready: Collection[int] | None = None) -> list[Event]:
+        """Events since the last call: the local spawner's, and those of the agents whose file descriptors are
+        in `ready` (what epoll said; None: every agent), or of the simulated agents whose timers went off."""
+        if self.clock is not None:
+            evs: list[Event] = []
+            for sim in self.clock.fire():
+                evs += sim.poll_events()
+            return self._translate(evs) if evs else evs
         evs = self.local.poll_events()
-        for a in self.agents.values():
-            evs += a.poll_events()
+        if self.agents:
+            if ready is None:
+                for a in self.agents.values():
+                    evs += a.poll_events()
+            else:
+                by_fd = self._by_fd
+                for fd in ready:
+                    agent = by_fd.get(fd)
+                    if agent is not None:
+                        evs += agent.poll_events()
         return self._translate(evs) if evs else evs
 
     def _translate(self, evs: list[Event]) -> list[Event]:
@@ -205,17 +267,18 @@ class Runner:
         return out
 
     def timeout_hint(self) -> float | None:
-        hint = self.local.timeout_hint()
-        for a in self.agents.values():
-            h = a.timeout_hint()
-            if h is not None and (hint is None or h < hint):
-                hint = h
-        return hint
+        """How long the loop may wait: the local spawner's timers or the simulated clock. A real agent's
+        events wake the loop through its pipe; its timers are its own."""
+        if self.clock is not None:
+            return self.clock.timeout_hint()
+        return self.local.timeout_hint()
 
     def fds(self) -> Sequence[int]:
-        return [s.fileno() for s in self.spawners()]
+        """The file descriptors to wait on (simulated agents have none)."""
+        return [fd for s in self.spawners() if (fd := s.fileno()) >= 0]
 
     def close(self, grace: float | None = None) -> list[Event]:
+        self.flush()
         events = self.local.close(grace)
         for a in self.agents.values():
             events += a.close()

@@ -1,0 +1,150 @@
+"""The main loop's two halves of a job's run: starting claimed jobs on free slots, and taking their ends back.
+
+A mixin of `Launcher` (launcher.py), apart so that each reads in one sitting. Both run on the main loop's thread
+once or twice per job, so the common case (a one-node job without GPUs) takes the short way: cores straight
+from the pool's free-slot heaps (packing.py), no request record; every other shape goes through
+`NodePool.place`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from sluice.api.claims import Claimed
+from sluice.launcher.options import Options, Summary
+from sluice.launcher.packing import NodePool, Placement, Request
+from sluice.launcher.spawn import Event
+from sluice.states import Change, S
+
+if TYPE_CHECKING:
+    from sluice.launcher import transitions
+    from sluice.launcher.runner import Runner
+    from sluice.launcher.source import Source
+    from sluice.launcher.writer import Writer
+
+
+class Starts:
+    """What `Launcher` gives these methods (set in its __init__ and run)."""
+
+    opts: Options
+    pool: NodePool
+    runner: Runner
+    source: Source
+    writer: Writer
+    transitions: transitions.Pool
+    summary: Summary
+    running: dict[int, tuple[Claimed, Any, float]]
+    pending: deque[Claimed]
+    stopping_ids: set[int]
+    user_killed: set[int]
+    session_id: int
+    deadline: float | None
+    stop_reason: str | None
+    ended: int
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
+    def fault(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _unclaim(self, ids: list[int]) -> None:
+        raise NotImplementedError
+
+    def _launch(self, now: float) -> bool:
+        """Start what fits on the free cores, in claim order; a job that does not fit now waits at the front."""
+        buf, pending = self.source.buffer, self.pending
+        if self.source.urgent:  # the most urgent claim first, ahead of all that waits
+            with self.source.cv:
+                urgent = sorted(self.source.urgent, key=lambda c: (-c.priority, c.deadline or float("inf"), c.id))
+                self.source.urgent.clear()
+            pending.extendleft(reversed(urgent))
+        while buf and len(pending) < 4 * self.opts.claim_batch:
+            pending.append(buf.popleft())
+        self.source.nudge()
+        if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
+            return False
+        started: list[Change] = []
+        waiting: list[Claimed] = []
+        giveback: list[int] = []
+        opts, pool, running, runner = self.opts, self.pool, self.running, self.runner
+        mode_mpi = opts.job_mode == "mpi"
+        d = self.deadline
+        limit_procs = opts.max_launches if mode_mpi else None
+        max_jobs, max_ranks = opts.max_jobs, opts.max_ranks
+        names = pool.names if not mode_mpi else ()
+        run_fields = {"session_id": self.session_id}
+        summary = self.summary
+        while pending:
+            if (max_jobs is not None and summary.started >= max_jobs) or pool.free_cores == 0 \
+                    or (limit_procs is not None and len(running) >= limit_procs) \
+                    or (max_ranks is not None and self._ranks() >= max_ranks):
+                break
+            c = pending.popleft()
+            if d is not None and c.wall_time_min and now + c.wall_time_min * 60 > d:
+                giveback.append(c.id)  # cannot finish before the allocation ends: another launcher may
+                continue
+            cores, gpus = c.ranks_per_node * c.threads_per_rank, c.gpus_per_rank * c.ranks_per_node
+            if not pool.fits_shape(c.num_nodes, cores, gpus):
+                giveback.append(c.id)
+                self.source.exclude(c.id)
+                continue
+            p: Placement | None
+            if names and c.num_nodes == 1 and not gpus:  # the common case: cores of one node
+                i = pool.take_cores(cores)
+                p = None if i is None else Placement(c.id, (names[i],), cores, {})
+            else:
+                p = pool.place(Request(c.id, c.num_nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank,
+                                       c.wall_time_min), exclusive=mode_mpi)
+            if p is None:
+                waiting.append(c)
+                if len(waiting) > 64:  # nothing smaller behind it is likely to fit either
+                    break
+                continue
+            runner.start(c, p)
+            running[c.id] = (c, p, now)
+            summary.started += 1
+            started.append(Change(c.id, c.state, S.RUNNING, None, at=now, fields=run_fields))
+            if opts.launch_interval_s:
+                break
+        pending.extendleft(reversed(waiting))
+        if started:
+            self.runner.flush()
+            self.writer.put(started)
+        if giveback:
+            self._unclaim(giveback)
+        return bool(started)
+
+    def _ranks(self) -> int:
+        return sum(c.ranks_per_node * c.num_nodes for c, _, _ in self.running.values())
+
+    def _handle(self, events: list[Event]) -> None:
+        out: list[Change] = []
+        for ev in events:
+            kind = ev.get("ev")
+            if kind not in ("exit", "error"):
+                continue
+            jid = int(ev["id"])
+            entry = self.running.pop(jid, None)
+            if entry is None:
+                continue
+            c, p, _t0 = entry
+            self.pool.release(p)
+            self.ended += 1
+            if jid in self.user_killed:
+                self.user_killed.discard(jid)
+                continue  # already USER_KILLED in the DB; the session lets go of it at exit
+            changes, to_pool, full = self.runner.outcome(c, ev, self.stop_reason if jid in self.stopping_ids
+                                                         else None, pool=not self.stopping)
+            if full is not None:
+                self.fault(full)
+            out += changes
+            if to_pool is not None:
+                self.writer.put(out)
+                out = []
+                self.transitions.submit(jid, to_pool)
+        if out:
+            self.writer.put(out)
+
