@@ -2,13 +2,9 @@
 # The HEP chain on the embedded SQLite default: bash examples/hep/run.sh [WORKSPACE]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-S=${SLUICE:-sluice}
-PY=${PYTHON:-python3}
-WS=${1:-hep-workspace}
-rm -rf "$WS"
-$S init "$WS" >/dev/null
-export SLUICE_WORKSPACE
-SLUICE_WORKSPACE=$(cd "$WS" && pwd)
+DEFAULT_WS=hep-workspace
+# shellcheck source=../workspace.sh
+source "$here/../workspace.sh"
 results="$SLUICE_WORKSPACE/results"   # stands for the cluster the merged events go back to
 mkdir -p "$results"
 $S app add grid --command "$PY $here/grid.py {bins}" --desc "integration grid"

@@ -3,15 +3,11 @@
 # with a deadline, and every analysis must finish before the next shot. bash examples/shots/run.sh [WORKSPACE]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-S=${SLUICE:-sluice}
-PY=${PYTHON:-python3}
-WS=${1:-shots-workspace}
 SHOTS=${SHOTS:-5}
 PERIOD=${PERIOD:-2}
-rm -rf "$WS"
-$S init "$WS" >/dev/null
-export SLUICE_WORKSPACE
-SLUICE_WORKSPACE=$(cd "$WS" && pwd)
+DEFAULT_WS=shots-workspace
+# shellcheck source=../workspace.sh
+source "$here/../workspace.sh"
 mkdir -p "$SLUICE_WORKSPACE/shots"
 $S app add analyse --command "$PY -S $here/analyse.py {input}" --desc "between-shot analysis"
 $S launcher --idle-timeout "$(( PERIOD * 3 ))" --quiet &        # waits for the next shot, however quiet
