@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from sluice import environ
-from sluice.api.claims import unclaim_in
+from sluice.api.claims import hot_write, unclaim_in
 from sluice.api.transitions import apply
 from sluice.states import S, after_failure
 from sluice.store.models import batch_jobs, jobs, launcher_sessions
@@ -42,7 +42,7 @@ def start(ws: WorkspaceBase, *, job_mode: str, batch_job_id: int | None = None, 
 
 
 def heartbeat(ws: WorkspaceBase, session_id: int) -> None:
-    with ws.write() as conn:
+    with hot_write(ws) as conn:
         conn.execute(update(launcher_sessions).where(launcher_sessions.c.id == session_id)
                      .values(heartbeat_at=time.time()))
 

@@ -173,6 +173,9 @@ class Launcher(Starts):
     def pool_room(self) -> int:
         return self.transitions.room()
 
+    def free_slots(self) -> int:
+        return self.pool.free_cores
+
     # ---------------------------------------------------------------- the main loop
     def run(self) -> Summary:
         self.t0 = time.time()

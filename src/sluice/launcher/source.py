@@ -49,6 +49,9 @@ class Progress(Protocol):
     def pool_room(self) -> int:
         """How many more jobs the transition pool takes now."""
 
+    def free_slots(self) -> int:
+        """Cores free in the allocation now."""
+
     def settled(self) -> bool:
         """Nothing claimed is left anywhere, and every change handed over so far is written."""
 
@@ -86,13 +89,24 @@ class Source(threading.Thread):
         self.next_claim = 0.0
         self.rate = 0.0  # jobs ending per second, measured
         self._mark = (time.monotonic(), 0)
+        self.after: dict[str, int] = {}  # state -> the highest id claimed so far (where the next claim starts)
 
     def target(self) -> int:
-        """How many claimed jobs to hold: about `buffer_s` seconds of work at the pace jobs end, so the main loop
-        never waits for a claim, yet a launcher of hour-long jobs holds a few, not hundreds that other launchers
-        could be running. 4 s and up to 2,000 a claim (fewer write transactions) ran 10,000 no-op jobs a few %
-        faster than 1 s and 500 in interleaved runs (bench/README.md)."""
-        return max(2 * self.capacity, min(self.opts.claim_batch, int(self.rate * self.opts.buffer_s)))
+        """How many claimed jobs to hold: enough for the free slots (up to a quarter of the allocation) or for
+        `buffer_s` seconds of work at the pace jobs end (up to an eighth of it), whichever is more, plus a margin
+        as large as the allocation up to a claim; at least twice the slots of a small allocation.
+
+        So the main loop never waits for a claim and an allocation fills in a few claims, yet a launcher of
+        hour-long jobs holds a few, not hundreds that other launchers could be running, and one of 65,536
+        slots running zero-length jobs holds ~18,000, not 131,072 (twice the slots, as before): every claimed
+        job is ~1.5 KB of Python objects, and a claim skips the rows other launchers hold. 4 s and up to 2,000
+        a claim ran 10,000 no-op jobs on 2 cores a few % faster than 1 s and 500 in interleaved runs
+        (bench/README.md)."""
+        cap, batch = self.capacity, self.opts.claim_batch
+        most = max(batch, cap // 4)
+        free = min(self.progress.free_slots(), most)
+        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap // 8))
+        return max(min(2 * cap, most), max(free, ahead) + min(cap, batch))  # a small one: twice its slots
 
     def _measure(self, now: float) -> None:
         t, n = self._mark
@@ -139,7 +153,9 @@ class Source(threading.Thread):
                 self._measure(now)
                 n = self.want()
                 if n > 0 and self.low() and not progress.stopping and now >= self.next_claim:
-                    k = min(n, opts.claim_batch)
+                    # a claim a quarter of what is missing (an allocation filling up: 65,536 free slots in a
+                    # few claims, each short enough that the first jobs start while the next is claimed)
+                    k = min(n, max(opts.claim_batch, n // 4))
                     got = ws.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
                     # nothing to claim: new work appears at human speed, and an empty write transaction
                     # (the database lock, a commit) per main-loop wake-up would tax every running job
@@ -169,11 +185,16 @@ class Source(threading.Thread):
             elif self.idle_since is None:
                 self.idle_since = time.monotonic()
             with self.cv:
-                if not self.stopped:
+                if not self.stopped and not (got and self.low()):  # still short: claim again at once
                     self.cv.wait(0.01 if got else 0.25)
 
     def _claim(self, n: int) -> int:
-        got = claims.claim(self.ws, self.session_id, self.selection, n, max_wall_min=self.progress.time_left_min())
+        got = claims.claim(self.ws, self.session_id, self.selection, n, max_wall_min=self.progress.time_left_min(),
+                           after=self.after)
+        after = self.after
+        for c in got:
+            if c.id > after.get(c.state, 0):
+                after[c.state] = c.id
         fresh = [c for c in got if c.id not in self.skip]
         self.prepare(fresh)  # on a full disk these are never started: they go back when the session ends
         if fresh and (fresh[0].priority or fresh[0].deadline is not None):  # a claim returns the urgent first
@@ -188,6 +209,8 @@ class Source(threading.Thread):
         # with `[transfers] where = "service"` the service stages jobs in on the login node: a compute node
         # without network never takes a READY job, only jobs whose data is in place
         states = PROCESSABLE - {S.READY} if self.ws.config.transfers.where == "service" else PROCESSABLE
+        if not claims.available(self.ws, self.selection, states):  # a read: no wait behind the writer
+            return 0
         got = claims.claim(self.ws, self.session_id, self.selection, n, states=states)
         for c in got:
             self.process(c.id, c.state)

@@ -23,6 +23,10 @@ from sluice.states import Change
 
 log = logging.getLogger("sluice.launcher")
 
+MAX_BATCH = 5000
+"""Changes per transaction at most: a launcher of 65,536 slots queued 50,000 in one 50 ms window, and the one
+transaction writing them (2 s on SQLite) held the write lock that the claiming thread waited for."""
+
 
 class Writer(threading.Thread):
     """Applies queued state changes in batches (one transaction per `flush_interval`); heartbeats the session
@@ -45,37 +49,47 @@ class Writer(threading.Thread):
         self.error: BaseException | None = None
         self.writing = False
         self.hurry = threading.Event()
+        self.carry: list[Change] = []  # changes taken from the queue, to write in the next transaction
 
     def idle(self) -> bool:
         """Nothing queued and nothing being written: the database shows every change handed over so far."""
-        return not self.writing and self.q.empty()
+        return not self.writing and not self.carry and self.q.empty()
 
     def put(self, changes: list[Change]) -> None:
         self.q.put(changes)
+
+    def _take(self, flush: float) -> tuple[list[Change], bool]:
+        """The next batch (what was carried over first, at most MAX_BATCH changes), and whether stop() came."""
+        batch, self.carry = self.carry, []
+        stopping = False
+        try:
+            if not batch:
+                item = self.q.get(timeout=flush)
+                if item is None:
+                    return batch, True
+                batch += item
+                # Sleep through the batching window rather than wake on every put: two thread
+                # switches per job were a fifth of the launcher's CPU. stop() cuts the nap short.
+                self.hurry.wait(flush)
+            while len(batch) < MAX_BATCH:
+                item = self.q.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch += item
+        except queue.Empty:
+            pass
+        if len(batch) > MAX_BATCH:  # the rest next, in order, in a transaction of its own
+            batch, self.carry = batch[:MAX_BATCH], batch[MAX_BATCH:]
+        return batch, stopping
 
     def run(self) -> None:
         ws, flush = self.ws, self.flush_interval
         next_beat = next_kill_check = time.monotonic()
         stopping = False
-        while not stopping:
-            batch: list[Change] = []
-            try:
-                item = self.q.get(timeout=flush)
-                if item is None:
-                    stopping = True
-                else:
-                    batch += item
-                    # Sleep through the batching window rather than wake on every put: two thread
-                    # switches per job were a fifth of the launcher's CPU. stop() cuts the nap short.
-                    self.hurry.wait(flush)
-                    while True:
-                        item = self.q.get_nowait()
-                        if item is None:
-                            stopping = True
-                            break
-                        batch += item
-            except queue.Empty:
-                pass
+        while not stopping or self.carry:
+            batch, stop = self._take(flush)
+            stopping = stopping or stop
             try:
                 if batch:
                     self.writing = True
@@ -96,10 +110,13 @@ class Writer(threading.Thread):
                         dead = claims.killed(ws, ids)
                         if dead:
                             self.on_killed(dead)
-                        next_kill_check = now + 1.0
+                        # once a second, or less often when tens of thousands run (each id is a lookup)
+                        next_kill_check = now + max(1.0, len(ids) / 20_000)
             except BaseException as e:  # a full disk, a database gone for minutes: stop, jobs are recovered
                 self.error = e
                 self.on_fatal(reason(e))
+                batch += self.carry
+                self.carry = []
                 self._hold(batch, e, more=not stopping)
                 return
 

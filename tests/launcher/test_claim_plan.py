@@ -1,0 +1,130 @@
+"""The claim reads its indexes whatever statistics the database holds, and stays correct.
+
+On a million-job SQLite workspace, ANALYZE (which PRAGMA optimize also runs) once turned the claim's
+`state IN (...) AND session_id IS NULL ... ORDER BY id LIMIT n` into a full scan of `jobs` (0.2 s a claim). A few
+thousand jobs in one state tip SQLite's planner the same way, so these tests run ANALYZE (and then forge the
+statistics of 10,000,000 jobs), record every statement the claim really runs (sqlite3's trace callback), and
+ask SQLite for the plan of each: the (state, id) index, or the partial index of urgent jobs for the urgent-first
+claim, never a scan.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import and_, event, select
+
+from sluice.api import Workspace, claims, sessions
+from sluice.api.claims import Selection
+from sluice.states import RUNNABLE, S
+from sluice.store.models import jobs
+
+SEL = Selection(max_cores=64)
+
+
+@pytest.fixture
+def traced(sqlite_ws: Workspace) -> Iterator[list[str]]:
+    """Every SQL statement the workspace's connections run from here on."""
+    seen: list[str] = []
+
+    def trace(dbapi: Any, _record: Any) -> None:
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.set_trace_callback(seen.append)
+
+    event.listen(sqlite_ws.engine, "connect", trace)
+    sqlite_ws.engine.dispose()
+    yield seen
+    event.remove(sqlite_ws.engine, "connect", trace)
+    sqlite_ws.engine.dispose()
+
+
+def campaign(ws: Workspace, n: int = 6000) -> list[int]:
+    ws.add_app("a", "run")
+    ids = ws.add_jobs([{"name": f"j{i}", "app": "a"} for i in range(n)])
+    ws.add_jobs([{"name": f"u{i}", "app": "a", "priority": 1 + i % 3} for i in range(5)])
+    return ids
+
+
+def plans(ws: Workspace, statements: list[str]) -> list[str]:
+    """The plans of the claim's queries (its SELECTs of ids from jobs), one line each."""
+    queries = [q for q in statements if q.startswith("SELECT id FROM jobs") and "ORDER BY" in q]
+    assert queries, statements
+    out = []
+    with ws.engine.connect() as c:
+        for q in queries:
+            rows = c.exec_driver_sql(f"EXPLAIN QUERY PLAN {q}").all()
+            out.append(" | ".join(r[-1] for r in rows))
+    return out
+
+
+def old_shape_plan(ws: Workspace) -> str:
+    """The plan of the claim as it was (both states in one IN list): what the statistics do to it."""
+    q = select(jobs.c.id).where(and_(jobs.c.state.in_(sorted(RUNNABLE)), jobs.c.session_id.is_(None),
+                                     SEL.where())).order_by(jobs.c.id).limit(2000)
+    with ws.engine.connect() as c:
+        sql = str(q.compile(dialect=c.dialect, compile_kwargs={"literal_binds": True}))
+        return " | ".join(r[-1] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all())
+
+
+def assert_indexed(found: list[str]) -> None:
+    assert all("SCAN jobs" not in p for p in found), found
+    assert any("USING INDEX ix_jobs_urgent" in p for p in found), found
+    assert any("USING INDEX ix_jobs_state_id (state=? AND id>?)" in p for p in found), found
+
+
+def test_after_analyze_the_claim_uses_its_indexes_and_takes_urgent_then_lowest(sqlite_ws: Workspace,
+                                                                              traced: list[str]) -> None:
+    ws = sqlite_ws
+    ids = campaign(ws)
+    with ws.engine.begin() as c:
+        c.exec_driver_sql("ANALYZE")
+    assert "SCAN jobs" in old_shape_plan(ws)  # the data does tip the planner: the test can fail
+    sid = sessions.start(ws, job_mode="serial")
+    traced.clear()
+    got = claims.claim(ws, sid, SEL, 100)
+    assert_indexed(plans(ws, traced))
+    urgent = [c for c in got if c.priority]
+    assert [c.priority for c in urgent] == [3, 2, 2, 1, 1] and got[:5] == urgent
+    assert [c.id for c in got[5:]] == ids[:95]
+
+
+def test_forged_statistics_of_ten_million_jobs_change_nothing(sqlite_ws: Workspace, traced: list[str]) -> None:
+    """Whatever sqlite_stat1 says (here: 10,000,000 jobs, all in one state), the plan is the index."""
+    ws = sqlite_ws
+    ids = campaign(ws, 500)
+    with ws.engine.begin() as c:
+        c.exec_driver_sql("ANALYZE")
+        c.exec_driver_sql("DELETE FROM sqlite_stat1 WHERE tbl = 'jobs'")
+        for idx, stat in (("ix_jobs_state_id", "10000000 10000000 1"), ("ix_jobs_workflow", "10000000 10000000"),
+                          ("ix_jobs_name", "10000000 1"), ("ix_jobs_urgent", "10000000 10000000 10000000 1"),
+                          (None, "10000000")):
+            c.exec_driver_sql("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('jobs', ?, ?)", (idx, stat))
+        c.exec_driver_sql("ANALYZE sqlite_schema")  # load the statistics just written
+    ws.engine.dispose()  # every connection reads them afresh
+    assert "SCAN jobs" in old_shape_plan(ws)
+    sid = sessions.start(ws, job_mode="serial")
+    traced.clear()
+    got = claims.claim(ws, sid, SEL, 50)
+    assert_indexed(plans(ws, traced))
+    assert [c.id for c in got[5:]] == ids[:45]
+
+
+def test_a_claim_from_a_cursor_goes_on_above_it_then_back_to_what_lies_below(sqlite_ws: Workspace) -> None:
+    """`after` starts the scan above the caller's last claim; given-back jobs below it are still found once
+    nothing is left above."""
+    ws = sqlite_ws
+    ws.add_app("a", "run")
+    ids = ws.add_jobs([{"name": f"j{i}", "app": "a"} for i in range(300)])
+    sid = sessions.start(ws, job_mode="serial")
+    first = claims.claim(ws, sid, SEL, 100)
+    claims.unclaim(ws, sid, [c.id for c in first[10:20]])  # ten given back, below the cursor
+    after = {S.PREPROCESSED.value: first[-1].id}
+    second = claims.claim(ws, sid, SEL, 150, after=after)
+    assert [c.id for c in second] == ids[100:250]
+    third = claims.claim(ws, sid, SEL, 100, after={S.PREPROCESSED.value: second[-1].id})
+    assert sorted(c.id for c in third) == sorted(ids[250:300] + ids[10:20])
+    assert claims.claim(ws, sid, SEL, 100, after={S.PREPROCESSED.value: ids[-1]}) == []
+    assert {j.session_id for j in ws.jobs()} == {sid}
