@@ -69,7 +69,7 @@ def launcher(job_mode: str, workflows: tuple[str, ...], tags: tuple[str, ...], m
         ws.close()  # pooled connections belong to the parent; the child opens its own
         summary = la.run()
         click.echo(summary.line(), err=True)
-        return 0
+        return summary.exit_code  # 3 when a fault (a full disk) stopped it
 
     code = supervised(work)
     if code:
