@@ -50,7 +50,7 @@ def campaign(ws: Workspace, n: int = 6000) -> list[int]:
 
 def plans(ws: Workspace, statements: list[str]) -> list[str]:
     """The plans of the claim's queries (its SELECTs of ids from jobs), one line each."""
-    queries = [q for q in statements if q.startswith("SELECT id FROM jobs") and "ORDER BY" in q]
+    queries = [q for q in statements if "SELECT id FROM jobs" in q and "ORDER BY" in q]
     assert queries, statements
     out = []
     with ws.engine.connect() as c:

@@ -185,17 +185,17 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
             rest: list[int] = []
             for st in sorted(states):
                 start = (after or {}).get(st, 0)
-                got = _ids(conn, state_sql(conn, sel, st, limit - len(ids), max_wall_min, after=start))
+                got = _ids(conn, state_sql(conn, sel, st, limit - len(ids), max_wall_min, after=start), in_one=True)
                 if len(got) < limit - len(ids) and start > 0:
                     got += _ids(conn, state_sql(conn, sel, st, limit - len(ids) - len(got), max_wall_min,
-                                                after=0, upto=start))
+                                                after=0, upto=start), in_one=True)
                 rest += got
             if len(states) > 1:
                 rest = sorted(rest)[: limit - len(ids)]  # the lowest of all (the others' locks go at commit)
             ids += _own(conn, session_id, rest)
         if not ids:
             return []
-        rows = db.raw_in(conn, f"SELECT {', '.join(JOB_NAMES)} FROM jobs WHERE id IN", ids, chunk=room(conn))
+        rows = rows_in(conn, ", ".join(JOB_NAMES), "jobs", ids)
         app_ids = sorted({r[_APP_AT] for r in rows})
         app_rows = db.raw(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN "
                                 f"({db.marks(conn, len(app_ids))})", app_ids)
@@ -266,8 +266,30 @@ def room(conn: Connection) -> int:
     return max(100, min(n, 32_766) - 16)
 
 
-def _ids(conn: Connection, sql: str) -> list[int]:
+def _ids(conn: Connection, sql: str, *, in_one: bool = False) -> list[int]:
+    """The ids `sql` selects; `in_one` (SQLite): as one JSON array, sorted."""
+    if in_one and conn.dialect.name == "sqlite":
+        return sorted(json.loads(db.raw(conn, f"SELECT json_group_array(id) FROM ({sql})")[0][0]))
     return [int(r[0]) for r in db.raw(conn, sql)]
+
+
+def rows_in(conn: Connection, cols: str, table: str, ids: list[int]) -> list[tuple[Any, ...]]:
+    """`SELECT cols FROM table WHERE id IN ids`, through the driver, in as few statements as the driver takes.
+
+    On SQLite the rows come back as one JSON array per statement: sqlite3 lets go of the GIL for each row it
+    steps, and while the main loop computes, each row then waited for the GIL (up to the 5 ms switch interval):
+    a claim of 3,300 jobs took 250-500 ms under load, a tenth of that alone. Numbers come back as SQLite's
+    JSON prints them (15 significant digits: ~10 us on a timestamp); JSON columns as their text."""
+    if conn.dialect.name != "sqlite":
+        return db.raw_in(conn, f"SELECT {cols} FROM {table} WHERE id IN", ids, chunk=room(conn))
+    out: list[tuple[Any, ...]] = []
+    step = room(conn)
+    for i in range(0, len(ids), step):
+        part = ids[i : i + step]
+        got = db.raw(conn, f"SELECT json_group_array(json_array({cols})) FROM {table} WHERE id IN "
+                           f"({db.marks(conn, len(part))})", part)[0][0]
+        out += map(tuple, json.loads(got))
+    return out
 
 
 _HINT = {"sqlite": (" INDEXED BY ix_jobs_urgent", " INDEXED BY ix_jobs_state_id", " INDEXED BY ix_jobs_claim_")}
