@@ -21,6 +21,7 @@ max(node-seconds / nodes, longest job).
 
     bench_scale.py --nodes 1024 --cores 64 --jobs 1000000 [--duration 0] [--db sqlite|pg|URL] [--dir /dev/shm]
                    [--launchers 16] [--mpi-mix] [--runs 3] [--json]
+    bench_scale.py --matrix [--grid-jobs 10000,100000,1000000] [--grid-nodes 64,256,1024] [--plot scale.png]
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -168,6 +170,47 @@ def trial(a: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def matrix(a: argparse.Namespace) -> None:
+    """jobs/s and launcher CPU per job at each of --grid-jobs x --grid-nodes (zero-length jobs, one launcher):
+    a table on stdout and the plot `--plot` (PNG). Smaller runs are repeated (--runs, up to 3) and the median
+    kept; the largest runs once."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jobs = [int(x) for x in a.grid_jobs.split(",")]
+    nodes = [int(x) for x in a.grid_nodes.split(",")]
+    cells: dict[tuple[int, int], dict[str, Any]] = {}
+    for n in nodes:
+        for m in jobs:
+            b = argparse.Namespace(**{**vars(a), "jobs": m, "nodes": n})
+            trials = [trial(b) for _ in range(1 if m == max(jobs) else max(1, min(3, a.runs)))]
+            cells[(n, m)] = r = sorted(trials, key=lambda t: t["rate"])[len(trials) // 2]
+            print(f"{n:5d} nodes x {a.cores} cores, {m:8d} jobs: {r['rate']:7.0f} jobs/s, "
+                  f"{r['cpu_per_job_us']:6.1f} us/job, exactly once: {r['exactly_once']} [load {r['load_after']}]",
+                  flush=True)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for n in nodes:
+        ax1.plot(jobs, [cells[(n, m)]["rate"] for m in jobs], marker="o", label=f"{n} x {a.cores}")
+        ax2.plot(jobs, [cells[(n, m)]["cpu_per_job_us"] for m in jobs], marker="o", label=f"{n} x {a.cores}")
+    for ax, what in ((ax1, "jobs/s"), (ax2, "launcher CPU per job (us)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("jobs (zero-length, simulated)")
+        ax.set_ylabel(what)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(title="nodes x cores")
+    fig.suptitle(f"one simulated launcher, {backend_name(a.db)}, this 2-core VM")
+    fig.tight_layout()
+    fig.savefig(a.plot, dpi=100)
+    print("| nodes \\ jobs | " + " | ".join(f"{m:,}" for m in jobs) + " |")
+    print("|---|" + "---|" * len(jobs))
+    for n in nodes:
+        print(f"| {n} x {a.cores} | " + " | ".join(f"{cells[(n, m)]['rate']:,.0f}/s, "
+                                                   f"{cells[(n, m)]['cpu_per_job_us']:.0f} us" for m in jobs) + " |")
+
+
 def child(a: argparse.Namespace) -> None:
     ws = Workspace.open(a.child)
     print(json.dumps(run_one(ws, a, a.nodes, a.prefix)))
@@ -182,6 +225,10 @@ def main() -> None:
     ap.add_argument("--launchers", type=int, default=1)
     ap.add_argument("--mpi-mix", action="store_true")
     ap.add_argument("--runs", type=int, default=1, help="repeat on fresh workspaces; the median run is reported")
+    ap.add_argument("--matrix", action="store_true", help="the grid below instead of one shape; writes --plot")
+    ap.add_argument("--grid-jobs", default="10000,100000,1000000")
+    ap.add_argument("--grid-nodes", default="64,256,1024")
+    ap.add_argument("--plot", default=str(Path(__file__).with_name("scale.png")))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--prefix", default="sim", help=argparse.SUPPRESS)
     add_db_arg(ap)
@@ -190,6 +237,9 @@ def main() -> None:
         a.duration = 10.0 if a.mpi_mix else 0.0
     if a.child:
         child(a)
+        return
+    if a.matrix:
+        matrix(a)
         return
     if a.launchers > 1 and backend_name(a.db) == "sqlite":
         print("note: several launchers on one SQLite file share its one write lock", file=sys.stderr)
