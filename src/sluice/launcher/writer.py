@@ -81,6 +81,7 @@ class Writer(threading.Thread):
             pass
         if len(batch) > MAX_BATCH:  # the rest next, in order, in a transaction of its own
             batch, self.carry = batch[:MAX_BATCH], batch[MAX_BATCH:]
+        self.writing = bool(batch)  # from the moment it left the queue: idle() must not say all is written
         return batch, stopping
 
     def run(self) -> None:
@@ -92,7 +93,6 @@ class Writer(threading.Thread):
             stopping = stopping or stop
             try:
                 if batch:
-                    self.writing = True
                     try:
                         done = ws.retry(lambda b=batch: write_changes(ws, b, self.actor),  # type: ignore[misc]
                                         attempts=120)
