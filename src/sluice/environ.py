@@ -36,6 +36,8 @@ GLOBUS_LOCAL_ENDPOINT = "SLUICE_GLOBUS_LOCAL_ENDPOINT"
 """`ENDPOINT_ID[:LOCAL=ENDPOINT_PATH,...]`: the Globus endpoint serving this machine's files, for globus://."""
 HTTP_TOKEN = "SLUICE_HTTP_TOKEN"
 """A bearer token for https:// stage-in (sent only over https, to the stage URL's own host; never logged)."""
+SPAWN_ENGINE = "SLUICE_SPAWN_ENGINE"
+"""`c` or `python`: which engine starts tasks (default: the compiled one where it was built, else Python)."""
 
 _NOT_INHERITED = (JOB_ID, "CUDA_VISIBLE_DEVICES")
 """Set per job: a launcher started from inside a job must not pass its own values on."""

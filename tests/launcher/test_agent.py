@@ -64,11 +64,12 @@ def collect(sp: Spawner, n: int, timeout: float = 20.0) -> dict[int, Event]:
     return got
 
 
-@pytest.fixture(params=["local", "agent"])
+@pytest.fixture(params=["local-c", "local-python", "agent"])
 def spawner(request: pytest.FixtureRequest) -> Iterator[Spawner]:
+    """Each behaviour on both engines of the launcher's own node and through the agent's pipe protocol."""
     sp: Spawner
-    if request.param == "local":
-        sp = LocalSpawner(kill_grace=0.5)
+    if request.param.startswith("local"):
+        sp = LocalSpawner(kill_grace=0.5, engine=request.param.split("-")[1])
     else:
         os.environ["PYTHONPATH"] = SRC + os.pathsep + os.environ.get("PYTHONPATH", "")
         sp = AgentClient(agent_args=["--kill-grace", "0.5"])

@@ -1,9 +1,11 @@
-"""LocalSpawner's task threads: one per running task and reused, and no signal lost while a task is starting.
+"""LocalSpawner's task threads, on both engines (compiled and Python): one per running task and reused, no
+signal lost while a task is starting, a task's failure to start is its error event.
 
 The behaviour every spawner shares (exit codes, outputs, timeouts, kills) is tested in test_agent.py.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -12,33 +14,93 @@ from pathlib import Path
 import pytest
 from tests.launcher.test_agent import alive, collect
 
+from sluice import environ
+from sluice.launcher import cengine
 from sluice.launcher.spawn import LocalSpawner
+
+
+@pytest.fixture(params=["c", "python"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _spawn_threads() -> int:
     return sum(t.name.startswith("sluice-spawn-") for t in threading.enumerate())
 
 
-def test_one_thread_per_running_task_and_reused(tmp_path: Path) -> None:
+def test_the_compiled_engine_was_built_and_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip builds it wherever a C compiler exists (as here); it is optional, so a failed build would go unseen."""
+    assert cengine.AVAILABLE
+    monkeypatch.delenv(environ.SPAWN_ENGINE, raising=False)
+    assert LocalSpawner().engine == "c"
+    monkeypatch.setenv(environ.SPAWN_ENGINE, "python")
+    assert LocalSpawner().engine == "python"
+    monkeypatch.setenv(environ.SPAWN_ENGINE, "fortran")
+    with pytest.raises(ValueError, match="SLUICE_SPAWN_ENGINE='fortran': use one of c, python"):
+        LocalSpawner()
+
+
+def test_one_thread_per_running_task_and_reused(tmp_path: Path, engine: str) -> None:
     before = _spawn_threads()
-    sp = LocalSpawner()
+    sp = LocalSpawner(engine=engine)
     for i in range(3):  # three at once: three threads
         sp.spawn(i, ["sleep", "0.3"])
     assert sp.running == 3
-    assert _spawn_threads() - before == 3
+    assert sp.threads == 3
     assert all(ev["rc"] == 0 for ev in collect(sp, 3).values())
     for i in range(3, 40):  # one at a time afterwards: the same threads serve them
         sp.spawn(i, ["/bin/true"], cwd=str(tmp_path / str(i)), stdout=str(tmp_path / str(i) / "out"))
         assert collect(sp, 1)[i]["rc"] == 0
-    assert _spawn_threads() - before == 3
+    assert sp.threads == 3
+    if engine == "python":
+        assert _spawn_threads() - before == 3
     assert sp.running == 0
     sp.close()
     assert _spawn_threads() == before
 
 
-def test_a_kill_sent_while_the_task_is_starting_reaches_it() -> None:
+def test_a_task_that_cannot_start_is_its_own_error_with_the_reason(tmp_path: Path, engine: str) -> None:
+    """Outputs that cannot be opened, a cwd that cannot be made, a NUL in argv: error events naming why, with
+    the errno the launcher tells a full disk by; the next task runs."""
+    sp = LocalSpawner(engine=engine)
+    (tmp_path / "file").write_text("")
+    sp.spawn(1, ["/bin/true"], stdout=str(tmp_path / "no" / "such" / "dir" / "out"))
+    sp.spawn(2, ["/bin/true"], cwd=str(tmp_path / "file" / "sub"))
+    sp.spawn(3, ["/bin/echo", "a\0b"])
+    sp.spawn(4, ["/bin/true"], stdout=str(tmp_path / "out"), stderr=str(tmp_path / "file" / "err"))
+    sp.spawn(5, ["/bin/true"])
+    got = collect(sp, 5)
+    assert got[1]["ev"] == "error" and got[1]["errno"] == 2 and "/no/such/dir/out" in got[1]["msg"]
+    assert got[2]["ev"] == "error" and got[2]["errno"] == 20 and "Not a directory" in got[2]["msg"]
+    assert got[3]["ev"] == "error" and "null byte" in got[3]["msg"]
+    assert got[4]["ev"] == "error" and got[4]["errno"] == 20 and "file/err" in got[4]["msg"]
+    assert got[5] == {**got[5], "ev": "exit", "rc": 0}
+    assert all(ev["msg"].startswith("cannot spawn ['/bin/") for i, ev in got.items() if i < 5)
+    assert sp.running == 0
+    sp.close()
+
+
+def test_tasks_get_default_signals_and_no_launcher_descriptors(tmp_path: Path, engine: str) -> None:
+    """A task must not inherit Python's ignored SIGPIPE (`yes | head` would never end) or the launcher's open
+    files (a database socket held open by a job outliving its launcher)."""
+    keep = os.open(tmp_path / "held", os.O_WRONLY | os.O_CREAT)  # not close-on-exec: inheritable
+    os.set_inheritable(keep, True)
+    sp = LocalSpawner(engine=engine)
+    out = str(tmp_path / "out")
+    sp.spawn(1, ["sh", "-c", "yes | head -c 1 >/dev/null; grep SigIgn /proc/self/status; ls /proc/self/fd"],
+             stdout=out, stderr=out)
+    assert collect(sp, 1, timeout=10)[1]["rc"] == 0
+    lines = Path(out).read_text().split()
+    ignored = int(lines[1], 16)  # SigIgn of the shell: a bit per signal, signal n at bit n - 1
+    assert not ignored & (1 << (signal.SIGPIPE - 1) | 1 << (signal.SIGXFSZ - 1)), hex(ignored)
+    assert sorted(int(x) for x in lines[2:]) == [0, 1, 2, 3]  # stdin/out/err, and the fd ls itself opened
+    os.close(keep)
+    sp.close()
+
+
+def test_a_kill_sent_while_the_task_is_starting_reaches_it(engine: str) -> None:
     """The kill usually arrives before the task thread has a pid: it must be delivered once there is one."""
-    sp = LocalSpawner(kill_grace=5)
+    sp = LocalSpawner(kill_grace=5, engine=engine)
     for i in range(20):
         sp.spawn(i, ["sleep", "100"])
         sp.kill(i, signal.SIGTERM)
@@ -49,17 +111,17 @@ def test_a_kill_sent_while_the_task_is_starting_reaches_it() -> None:
     sp.close()
 
 
-def test_a_wall_time_of_zero_times_out_a_task_still_starting() -> None:
-    sp = LocalSpawner(kill_grace=0.2)
+def test_a_wall_time_of_zero_times_out_a_task_still_starting(engine: str) -> None:
+    sp = LocalSpawner(kill_grace=0.2, engine=engine)
     sp.spawn(1, ["sleep", "100"], timeout=0.0)
     got = collect(sp, 1)
     assert got[1]["timed_out"] and got[1]["rc"] == -signal.SIGTERM
     sp.close()
 
 
-def test_close_right_after_many_spawns_leaves_nothing_running() -> None:
+def test_close_right_after_many_spawns_leaves_nothing_running(engine: str) -> None:
     before = _spawn_threads()
-    sp = LocalSpawner(kill_grace=0.2)
+    sp = LocalSpawner(kill_grace=0.2, engine=engine)
     for i in range(30):
         sp.spawn(i, ["sleep", "100"])
     events = sp.close(grace=0.2)
@@ -70,10 +132,10 @@ def test_close_right_after_many_spawns_leaves_nothing_running() -> None:
     assert sp.running == 0 and _spawn_threads() == before
 
 
-def test_an_executable_that_cannot_run_is_the_tasks_error(tmp_path: Path) -> None:
+def test_an_executable_that_cannot_run_is_the_tasks_error(tmp_path: Path, engine: str) -> None:
     script = tmp_path / "noexec.sh"
     script.write_text("#!/bin/sh\necho hi\n")  # not executable
-    sp = LocalSpawner()
+    sp = LocalSpawner(engine=engine)
     sp.spawn(1, [str(script)])
     sp.spawn(2, ["/no/such/program"])
     got = collect(sp, 2)
@@ -83,8 +145,9 @@ def test_an_executable_that_cannot_run_is_the_tasks_error(tmp_path: Path) -> Non
 
 
 def test_no_thread_left_is_the_tasks_error_not_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Out of threads (a user's process limit): the task fails with a reason, the caller goes on."""
-    sp = LocalSpawner()
+    """Out of threads (a user's process limit): the task fails with a reason, the caller goes on (the Python
+    engine's threads; the compiled engine reports a failed pthread_create the same way)."""
+    sp = LocalSpawner(engine="python")
     sp.spawn(1, ["sleep", "0.2"])
 
     def refuse(self: threading.Thread) -> None:

@@ -18,12 +18,12 @@ import heapq
 import os
 import select
 import signal
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Protocol
 
-from sluice.launcher.tasks import Event, LayeredEnv, Order, Task, Worker, killpg, make_dir
+from sluice.launcher.cengine import make_engine
+from sluice.launcher.tasks import Event, LayeredEnv, Task, ThreadEngine, make_dir
 
 __all__ = ["Event", "LayeredEnv", "LocalSpawner", "Spawner", "make_dir"]
 
@@ -57,22 +57,32 @@ class LocalSpawner:
     bad job cannot stop the loop. Only the thread that calls `spawn` may call the other methods.
     """
 
-    def __init__(self, *, kill_grace: float = 5.0, started_events: bool = False) -> None:
+    def __init__(self, *, kill_grace: float = 5.0, started_events: bool = False, engine: str | None = None) -> None:
         self.kill_grace = kill_grace
         self.started_events = started_events
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            self._engine = make_engine(self._efd, self._devnull, started_events, engine)
+        except BaseException:
+            os.close(self._efd)
+            os.close(self._devnull)
+            raise
         self._by_id: dict[int, Task] = {}
         self._pending: list[Event] = []  # events made by the caller's thread
         self._timers: list[tuple[float, int, int, int]] = []  # (when, seq, id, signal)
         self._seq = 0
-        self._threads: list[threading.Thread] = []
-        self._busy = 0  # orders handed over whose end the caller has not yet seen
-        self._lock = threading.Lock()  # between a task's `ended` mark and the signals sent to it
-        self._worker = Worker(self._efd, self._devnull, self._lock, started_events)
-        self._orders = self._worker.orders
-        self._done = self._worker.done  # events made by task threads
         self._closed = False
+
+    @property
+    def engine(self) -> str:
+        """Which engine starts the tasks: "c" (compiled) or "python"."""
+        return "python" if isinstance(self._engine, ThreadEngine) else "c"
+
+    @property
+    def threads(self) -> int:
+        """Task threads made so far (one per task that ran at the same time as others)."""
+        return self._engine.threads
 
     def start(self, argv_prefix: Sequence[str] = ()) -> None:
         """Nothing to start: the launcher is its own agent."""
@@ -92,19 +102,10 @@ class LocalSpawner:
         """Start one task; its exit (or an error) shows up in `poll_events`. `make_cwd=False`: the caller
         made the directory already (the launcher does so off its hot loop)."""
         args = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
-        if self._busy >= len(self._threads):  # every thread is busy with a running task: one more
-            t = threading.Thread(target=self._worker.serve, name=f"sluice-spawn-{len(self._threads)}", daemon=True)
-            try:
-                t.start()
-            except RuntimeError as e:  # out of threads (ulimit -u, memory): this task's error, not the loop's
-                self._pending.append({"ev": "error", "id": id, "msg": f"cannot spawn {argv[:1]!r}: {e}"})
-                return
-            self._threads.append(t)
         task = Task(id)
         self._by_id[id] = task
-        self._busy += 1
-        self._orders.put(Order(task, args, cwd or None, os.environ if env is None else env, stdout, stderr,
-                               make_cwd and bool(cwd)))
+        self._engine.start(task, args, cwd or None, os.environ if env is None else env, stdout, stderr,
+                           make_cwd and bool(cwd))
         if timeout is not None:
             self._timer(time.monotonic() + timeout, id, -signal.SIGTERM)
 
@@ -114,15 +115,7 @@ class LocalSpawner:
 
     # ---------------------------------------------------------------- signals and timers
     def _signal(self, task: Task, sig: int) -> None:
-        task.signalled = True
-        with self._lock:
-            if task.ended:
-                return
-            if not task.pid:
-                task.early_sig = sig if task.early_sig != signal.SIGKILL else task.early_sig
-                return
-            pid = task.pid
-        killpg(pid, sig)
+        self._engine.signal(task, sig)
 
     def _timer(self, when: float, id: int, sig: int) -> None:
         """sig < 0 marks a timeout (so the exit event says timed_out)."""
@@ -140,7 +133,7 @@ class LocalSpawner:
 
     def timeout_hint(self) -> float | None:
         """Seconds the caller may block before calling `poll_events` again (None: no limit)."""
-        if self._pending or self._done:
+        if self._pending:
             return 0.0
         if not self._timers:
             return None
@@ -169,13 +162,10 @@ class LocalSpawner:
             os.eventfd_read(self._efd)
         except BlockingIOError:
             pass
-        done, by_id = self._done, self._by_id
-        while done:
-            task, ev = done.popleft()
-            if ev["ev"] != "started":
-                self._busy -= 1
-                if by_id.get(task.id) is task:
-                    del by_id[task.id]
+        by_id = self._by_id
+        for task, ev in self._engine.drain():
+            if ev["ev"] != "started" and by_id.get(task.id) is task:
+                del by_id[task.id]
             events.append(ev)
         return events
 
@@ -199,15 +189,12 @@ class LocalSpawner:
             events += self.poll_events()
         for task in list(self._by_id.values()):
             self._signal(task, signal.SIGKILL)
-        while self._by_id or self._busy:
+        while self._by_id:
             self._wait(1.0)
             events += self.poll_events()
         self._timers.clear()
         self._closed = True
-        for _ in self._threads:
-            self._orders.put(None)
-        for t in self._threads:
-            t.join(5.0)
+        self._engine.close()
         os.close(self._efd)
         os.close(self._devnull)
         return events

@@ -18,9 +18,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["Event", "LayeredEnv", "Order", "Task", "Worker", "killpg", "make_dir"]
+__all__ = ["Engine", "Event", "LayeredEnv", "Order", "Task", "ThreadEngine", "env_list", "executables", "killpg",
+           "make_dir"]
 
 Event = dict[str, Any]
 _OUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -76,7 +77,7 @@ class LayeredEnv(Mapping[str, str]):
 _base_cache: dict[tuple[int, frozenset[str]], tuple[dict[str, str], list[bytes]]] = {}
 
 
-def _env_list(env: Mapping[str, str]) -> list[bytes]:
+def env_list(env: Mapping[str, str]) -> list[bytes]:
     """Encode an environment, remembering each pair: tasks' environments are mostly identical."""
     if isinstance(env, LayeredEnv):
         extra = env.extra
@@ -85,8 +86,8 @@ def _env_list(env: Mapping[str, str]) -> list[bytes]:
         if hit is None or hit[0] is not env.base:
             if len(_base_cache) > 1000:
                 _base_cache.clear()
-            hit = _base_cache[key] = (env.base, _env_list({k: v for k, v in env.base.items() if k not in extra}))
-        return hit[1] + _env_list(extra)
+            hit = _base_cache[key] = (env.base, env_list({k: v for k, v in env.base.items() if k not in extra}))
+        return hit[1] + env_list(extra)
     cache = _env_cache
     if len(cache) > 20_000:
         cache.clear()
@@ -102,7 +103,7 @@ def _env_list(env: Mapping[str, str]) -> list[bytes]:
     return out
 
 
-def _executables(name: str, env: Mapping[str, str]) -> tuple[bytes, ...]:
+def executables(name: str, env: Mapping[str, str]) -> tuple[bytes, ...]:
     """Candidate paths the child tries in turn (as os.execvpe does), cached per PATH."""
     path = env.get("PATH", os.defpath)
     key = (name, path)
@@ -126,7 +127,7 @@ def _spawn_fast(args: list[str], cwd: str | None, env: Mapping[str, str], fds: t
     assert _fork_exec is not None
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = _fork_exec(args, _executables(args[0], env), False, (w,), cwd, _env_list(env),
+        pid = _fork_exec(args, executables(args[0], env), True, (w,), cwd, env_list(env),
                          fds[0], -1, -1, fds[1], -1, fds[2], r, w, True, True, -1, None, None, None,
                          -1, None, True)
     except BaseException:
@@ -155,9 +156,9 @@ def _exec_error(errpipe: int) -> Exception | None:
 
 
 class Task:
-    """One task, shared by the loop thread (kills, timers) and the thread that starts and reaps it."""
+    """One task, shared by the loop thread (kills, timers) and the engine that starts and reaps it."""
 
-    __slots__ = ("id", "pid", "timed_out", "signalled", "ended", "early_sig")
+    __slots__ = ("id", "pid", "timed_out", "signalled", "ended", "early_sig", "handle", "argv0", "paths")
 
     def __init__(self, id: int) -> None:
         self.id = id
@@ -166,6 +167,9 @@ class Task:
         self.signalled = False
         self.ended = False  # exited and about to be reaped: its pid may be reused, never signal it again
         self.early_sig = 0  # a signal sent before the task had a pid; its thread delivers it on start
+        self.handle = -1  # the compiled engine's slot
+        self.argv0 = ""
+        self.paths: tuple[str | None, str | None, str | None] = (None, None, None)  # cwd, stdout, stderr
 
 
 class Order:
@@ -177,6 +181,24 @@ class Order:
                  stdout: str | None, stderr: str | None, make_cwd: bool) -> None:
         self.task, self.args, self.cwd, self.env = task, args, cwd, env
         self.stdout, self.stderr, self.make_cwd = stdout, stderr, make_cwd
+
+
+class Engine(Protocol):
+    """What `LocalSpawner` needs from whatever starts and reaps its tasks: this module's threads
+    (`ThreadEngine`) or the compiled engine (cengine.py). Each end (or failure to start) is reported once, as a
+    (task, event) pair from `drain`, after the eventfd the engine was given has been written."""
+
+    @property
+    def threads(self) -> int: ...
+
+    def start(self, task: Task, args: list[str], cwd: str | None, env: Mapping[str, str], stdout: str | None,
+              stderr: str | None, make_cwd: bool) -> None: ...
+
+    def signal(self, task: Task, sig: int) -> None: ...
+
+    def drain(self) -> list[tuple[Task, Event]]: ...
+
+    def close(self) -> None: ...
 
 
 def open_out(path: str | None, devnull: int) -> int:
@@ -200,19 +222,66 @@ def make_dir(cwd: str) -> None:
         os.makedirs(cwd, exist_ok=True)
 
 
-class Worker:
-    """What the task threads of one spawner share: orders come in, (task, event) pairs go out, and the eventfd
-    is written for each. Each thread runs `serve` until it takes a None."""
+class ThreadEngine:
+    """The pure-Python engine: task threads, made on demand (one per task running or starting) and reused.
+    Orders come in, (task, event) pairs go out, and the eventfd is written for each. Each thread runs `serve`
+    until it takes a None."""
 
-    __slots__ = ("orders", "done", "efd", "devnull", "lock", "started_events")
-
-    def __init__(self, efd: int, devnull: int, lock: threading.Lock, started_events: bool) -> None:
+    def __init__(self, efd: int, devnull: int, started_events: bool) -> None:
         self.orders: queue.SimpleQueue[Order | None] = queue.SimpleQueue()
         self.done: deque[tuple[Task, Event]] = deque()
         self.efd = efd
         self.devnull = devnull
-        self.lock = lock  # between a task's `ended` mark and the signals sent to it
+        self.lock = threading.Lock()  # between a task's `ended` mark and the signals sent to it
         self.started_events = started_events
+        self._threads: list[threading.Thread] = []
+        self._busy = 0  # orders handed over whose end `drain` has not yet returned
+
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
+
+    def start(self, task: Task, args: list[str], cwd: str | None, env: Mapping[str, str], stdout: str | None,
+              stderr: str | None, make_cwd: bool) -> None:
+        if self._busy >= len(self._threads):  # every thread is busy with a running task: one more
+            t = threading.Thread(target=self.serve, name=f"sluice-spawn-{len(self._threads)}", daemon=True)
+            try:
+                t.start()
+            except RuntimeError as e:  # out of threads (ulimit -u, memory): this task's error, not the loop's
+                self._busy += 1
+                self.done.append((task, {"ev": "error", "id": task.id, "msg": f"cannot spawn {args[:1]!r}: {e}"}))
+                os.eventfd_write(self.efd, 1)
+                return
+            self._threads.append(t)
+        self._busy += 1
+        self.orders.put(Order(task, args, cwd, env, stdout, stderr, make_cwd))
+
+    def signal(self, task: Task, sig: int) -> None:
+        task.signalled = True
+        with self.lock:
+            if task.ended:
+                return
+            if not task.pid:
+                task.early_sig = sig if task.early_sig != signal.SIGKILL else task.early_sig
+                return
+            pid = task.pid
+        killpg(pid, sig)
+
+    def drain(self) -> list[tuple[Task, Event]]:
+        done, out = self.done, []
+        while done:
+            item = done.popleft()
+            if item[1]["ev"] != "started":
+                self._busy -= 1
+            out.append(item)
+        return out
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self.orders.put(None)
+        for t in self._threads:
+            t.join(5.0)
+        self._threads.clear()
 
     def serve(self) -> None:
         orders, done, efd = self.orders, self.done, self.efd
