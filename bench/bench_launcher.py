@@ -36,7 +36,9 @@ import time
 from _common import ROOT, add_db_arg, backend_name, load, median, workspace
 from spawn_ceiling import ceiling
 
+from sluice import environ
 from sluice.launcher.launcher import Launcher, Options
+from sluice.launcher.spawn import LocalSpawner
 
 CONC = os.cpu_count() or 1
 
@@ -155,8 +157,11 @@ def main() -> None:
     ap.add_argument("--rss-jobs", type=int, default=100_000)
     ap.add_argument("--rss-run", type=int, default=2000)
     ap.add_argument("--profile", action="store_true", help="one cProfile'd launcher run (main thread), then exit")
+    ap.add_argument("--engine", choices=["c", "python"], help="the spawn engine (default: the launcher's own choice)")
     add_db_arg(ap)
     a = ap.parse_args()
+    if a.engine:
+        os.environ[environ.SPAWN_ENGINE] = a.engine
     if a.profile:
         print(launcher_trial(a, "/bin/true", a.n, profile=True))
         return
@@ -203,7 +208,7 @@ def main() -> None:
     if a.json:
         print(json.dumps(res))
         return
-    line = (f"launcher {res['launcher_rate_median']}/s vs spawn ceiling {res['ceiling_median']}/s: ratio "
+    line = (f"launcher ({LocalSpawner().engine} engine) {res['launcher_rate_median']}/s vs spawn ceiling {res['ceiling_median']}/s: ratio "
             f"{res['ratio']:.2f} ({a.n} x /bin/true, {res['db']}, workspace under {res['dir']}, runs "
             f"{res['launcher_rates']}, ceilings {res['ceilings']}); launcher CPU {res['cpu_per_job_ms']:.3f} ms/job "
             f"(user {res['user_per_job_ms']:.3f} + sys {res['sys_per_job_ms']:.3f})")

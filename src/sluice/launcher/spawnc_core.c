@@ -1,0 +1,286 @@
+/* The compiled spawn engine's task threads: each starts a task, waits for it and reports its end.
+
+Semantics are those of tasks.ThreadEngine (the reference): each task leads its own session (POSIX_SPAWN_SETSID);
+stdin is /dev/null; stdout/stderr are opened (O_TRUNC) right before the spawn; no descriptor of the launcher
+is inherited; SIGPIPE and SIGXFSZ are back to their defaults; the executable candidates are tried as execvpe
+would (the first error that is not ENOENT/ENOTDIR is the one reported); a signal reaches a task only while it
+is unreaped (its thread marks it ended under the lock before waitpid), one sent before the task had a pid is
+delivered when it gets one, and a signalled task's leftovers get a KILL before the reap.
+
+Threads are made on demand, one per task running or starting, and reused (as the Python engine's): the thread
+woken by its task's exit runs on the core that task just left and starts the next task there.
+*/
+#include "spawnc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Under e->mu. Returns 0, or -1 when out of memory (the event is lost only if malloc fails). */
+static int push_event(core_t *e, int slot, long long id, int kind, int code, pid_t pid) {
+    if (e->nevents == e->cap_events) {
+        ptrdiff_t cap = e->cap_events ? 2 * e->cap_events : 256;
+        event_t *ev = realloc(e->events, cap * sizeof(event_t));
+        if (!ev) return -1;
+        e->events = ev;
+        e->cap_events = cap;
+    }
+    event_t *ev = &e->events[e->nevents++];
+    ev->slot = slot; ev->id = id; ev->kind = kind; ev->code = code; ev->pid = pid; ev->t = now();
+    return 0;
+}
+
+static void wake(core_t *e) {
+    uint64_t one = 1;
+    ssize_t r;
+    do { r = write(e->efd, &one, sizeof one); } while (r < 0 && errno == EINTR);
+}
+
+static void report(core_t *e, int slot, long long id, int kind, int code, pid_t pid) {
+    pthread_mutex_lock(&e->mu);
+    push_event(e, slot, id, kind, code, pid);
+    pthread_mutex_unlock(&e->mu);
+    wake(e);
+}
+
+static int mkdir_p(char *path) {
+    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
+    if (errno != ENOENT) return errno;
+    char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return ENOENT;
+    *slash = '\0';
+    int rc = mkdir_p(path);
+    *slash = '/';
+    if (rc) return rc;
+    return (mkdir(path, 0777) == 0 || errno == EEXIST) ? 0 : errno;
+}
+
+static int open_out(const char *path) {
+    int fd;
+    do { fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644); } while (fd < 0 && errno == EINTR);
+    return fd;
+}
+
+static void signal_group(pid_t pid, int sig) {
+    if (pid > 0) killpg(pid, sig);  /* ESRCH/EPERM: nothing left to signal */
+}
+
+static void run(core_t *e, order_t *o) {
+    task_t *t = o->task;
+    long long id = t->id;
+    int out = e->devnull, err = e->devnull, rc = 0, stage = 0;
+    pid_t pid = 0;
+    if (o->make_cwd && o->cwd && (rc = mkdir_p(o->cwd))) { stage = S_MKDIR; goto fail; }
+    if (o->out && (out = open_out(o->out)) < 0) { rc = errno; out = e->devnull; stage = S_STDOUT; goto fail; }
+    if (o->share) err = out;
+    else if (o->err && (err = open_out(o->err)) < 0) { rc = errno; err = e->devnull; stage = S_STDERR; goto fail; }
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none, dflt;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, e->devnull, 0);
+    posix_spawn_file_actions_adddup2(&fa, out, 1);
+    posix_spawn_file_actions_adddup2(&fa, err, 2);
+    if (o->cwd) posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    posix_spawn_file_actions_addclosefrom_np(&fa, 3);  /* as close_fds=True: nothing of the launcher leaks */
+#endif
+    posix_spawnattr_init(&at);
+    sigemptyset(&none);
+    sigemptyset(&dflt);
+    sigaddset(&dflt, SIGPIPE);  /* Python ignores these; a task gets the defaults (restore_signals) */
+    sigaddset(&dflt, SIGXFSZ);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &dflt);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+    int saved = 0;
+    rc = ENOENT;
+    for (char **exe = o->exes; *exe; exe++) {
+        rc = posix_spawn(&pid, *exe, &fa, &at, o->argv, o->envp);
+        if (rc == 0) break;
+        if (rc != ENOENT && rc != ENOTDIR && !saved) saved = rc;
+    }
+    if (rc && saved) rc = saved;
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    if (rc) stage = S_EXEC;
+fail:
+    if (out != e->devnull) close(out);
+    if (err != e->devnull && err != out) close(err);
+    if (rc) {
+        report(e, o->slot, id, K_ERROR, rc, stage);
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    t->pid = pid;
+    int early = t->early_sig;
+    if (e->started) push_event(e, o->slot, id, K_STARTED, 0, pid);
+    pthread_mutex_unlock(&e->mu);
+    if (e->started) wake(e);
+    if (early) signal_group(pid, early);  /* killed (or timed out) while it was being started */
+    siginfo_t si;
+    while (waitid(P_PID, pid, &si, WEXITED | WNOWAIT) < 0 && errno == EINTR) {}
+    pthread_mutex_lock(&e->mu);
+    t->ended = 1;  /* from here on its pid may be reused once reaped: never signal it again */
+    int leftovers = t->signalled;
+    pthread_mutex_unlock(&e->mu);
+    if (leftovers) signal_group(pid, SIGKILL);  /* what a killed task left in its group goes too */
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? -WTERMSIG(status) : status;
+    report(e, o->slot, id, K_EXIT, code, pid);
+}
+
+static void *serve(void *arg) {
+    core_t *e = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);  /* the launcher's signals are for its Python thread */
+    pthread_mutex_lock(&e->mu);
+    for (;;) {
+        while (!e->head && !e->stopping) pthread_cond_wait(&e->cv, &e->mu);
+        order_t *o = e->head;
+        if (!o) break;
+        e->head = o->next;
+        if (!e->head) e->tail = NULL;
+        pthread_mutex_unlock(&e->mu);
+        run(e, o);
+        free(o);
+        pthread_mutex_lock(&e->mu);
+        e->busy--;
+    }
+    pthread_mutex_unlock(&e->mu);
+    return NULL;
+}
+
+static int new_slot(core_t *e, long long id) {  /* under e->mu; -1: out of memory */
+    task_t *t = calloc(1, sizeof(task_t));
+    if (!t) return -1;
+    t->id = id;
+    if (e->nfree) {
+        int s = e->free_slots[--e->nfree];
+        e->slots[s] = t;
+        return s;
+    }
+    int cap = e->nslots ? 2 * e->nslots : 64;
+    task_t **slots = realloc(e->slots, cap * sizeof(task_t *));
+    int *fr = slots ? realloc(e->free_slots, cap * sizeof(int)) : NULL;
+    if (slots) e->slots = slots;
+    if (!slots || !fr) { free(t); return -1; }
+    e->free_slots = fr;
+    for (int s = e->nslots; s < cap; s++) e->slots[s] = NULL;
+    for (int s = cap - 1; s > e->nslots; s--) e->free_slots[e->nfree++] = s;
+    int s = e->nslots;
+    e->nslots = cap;
+    e->slots[s] = t;
+    return s;
+}
+
+
+int core_submit(core_t *e, long long id, order_t *o) {
+    pthread_mutex_lock(&e->mu);
+    int slot = o->slot = new_slot(e, id);
+    if (slot < 0) { pthread_mutex_unlock(&e->mu); free(o); return -1; }
+    o->task = e->slots[slot];
+    int rc = 0;
+    if (e->busy >= e->threads) {  /* every thread is busy with a running task: one more */
+        if (e->threads == e->cap_tids) {
+            int cap = e->cap_tids ? 2 * e->cap_tids : 16;
+            pthread_t *tids = realloc(e->tids, cap * sizeof(pthread_t));
+            if (!tids) rc = ENOMEM; else { e->tids = tids; e->cap_tids = cap; }
+        }
+        if (!rc) rc = pthread_create(&e->tids[e->threads], NULL, serve, e);
+        if (!rc) e->threads++;
+    }
+    if (rc) {  /* out of threads (ulimit -u, memory): this task's error, not the caller's */
+        push_event(e, slot, id, K_ERROR, rc, S_THREAD);
+        pthread_mutex_unlock(&e->mu);
+        free(o);
+        wake(e);
+        return slot;
+    }
+    e->busy++;
+    if (e->tail) e->tail->next = o; else e->head = o;
+    e->tail = o;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    return slot;
+}
+
+void core_signal(core_t *e, int slot, long long id, int sig) {
+    pid_t pid = 0;
+    pthread_mutex_lock(&e->mu);
+    task_t *t = (slot >= 0 && slot < e->nslots) ? e->slots[slot] : NULL;
+    if (t && t->id == id && !t->ended) {
+        t->signalled = 1;
+        if (t->pid) pid = t->pid;
+        else if (t->early_sig != SIGKILL) t->early_sig = sig;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (pid) signal_group(pid, sig);
+}
+
+event_t *core_take(core_t *e, ptrdiff_t *n) {
+    uint64_t count;
+    if (read(e->efd, &count, sizeof count) < 0) { /* a nonblocking eventfd: EAGAIN when nothing was written */ }
+    pthread_mutex_lock(&e->mu);
+    event_t *evs = e->events;
+    *n = e->nevents;
+    e->events = NULL;
+    e->nevents = e->cap_events = 0;
+    for (ptrdiff_t i = 0; i < *n; i++) {
+        if (evs[i].kind != K_STARTED) {  /* the task's end: its slot is free again */
+            int s = evs[i].slot;
+            free(e->slots[s]);
+            e->slots[s] = NULL;
+            e->free_slots[e->nfree++] = s;
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    return evs;
+}
+
+void core_init(core_t *e, int efd, int devnull, int started) {
+    memset(e, 0, sizeof *e);
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    e->efd = efd;
+    e->devnull = devnull;
+    e->started = started;
+}
+
+void core_stop(core_t *e) {
+    pthread_mutex_lock(&e->mu);
+    e->stopping = 1;
+    pthread_cond_broadcast(&e->cv);
+    int n = e->threads;
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < n; i++) pthread_join(e->tids[i], NULL);
+    e->threads = 0;
+}
+
+void core_free(core_t *e) {
+    for (int s = 0; s < e->nslots; s++) free(e->slots[s]);
+    for (order_t *o = e->head; o;) { order_t *next = o->next; free(o); o = next; }
+    free(e->slots);
+    free(e->free_slots);
+    free(e->events);
+    free(e->tids);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+}
