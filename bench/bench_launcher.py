@@ -57,7 +57,7 @@ def launcher_trial(a: argparse.Namespace, command: str, n: int, profile: bool = 
         c0, t0 = cpu_self(), time.perf_counter()
         if prof:
             prof.enable()
-        s = Launcher(ws, Options(idle_timeout=1, status=False)).run()
+        s = Launcher(ws, Options(status=False)).run()  # leaves once every job has ended (no idle wait)
         if prof:
             prof.disable()
         dt, c1 = time.perf_counter() - t0, cpu_self()

@@ -19,6 +19,7 @@ woken by its task's exit runs on the core that task just left and starts the nex
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -78,6 +79,53 @@ static void signal_group(pid_t pid, int sig) {
     if (pid > 0) killpg(pid, sig);  /* ESRCH/EPERM: nothing left to signal */
 }
 
+/* vfork + exec, as CPython's _posixsubprocess does: the child borrows this thread's memory and stack until it
+   execs, so the start costs no page-table copy and no stack mmap/munmap (posix_spawn's clone stack cost an
+   munmap, and a TLB shoot-down across the launcher's threads, per task). Until exec the child calls only
+   async-signal-safe functions and writes nothing but the two volatile ints. On failure returns 0 with
+   *rc = errno and *stage set (the child, which exited 255, reaped). */
+static pid_t start_child(order_t *o, int devnull, int out, int err, int *rc, int *stage) {
+    volatile int cerr = 0, cstage = 0;
+    pid_t pid = vfork();  /* the worker thread blocks every signal: none can run a handler in the child */
+    if (pid == 0) {
+        if (setsid() < 0) { cerr = errno; cstage = S_EXEC; _exit(255); }
+        int fds[3] = {devnull, out, err};
+        for (int i = 0; i < 3; i++) {
+            if (fds[i] == i) {  /* already in place: only keep it open across exec */
+                int fl = fcntl(i, F_GETFD);
+                if (fl >= 0) fcntl(i, F_SETFD, fl & ~FD_CLOEXEC);
+            } else if (dup2(fds[i], i) < 0) { cerr = errno; cstage = S_EXEC; _exit(255); }
+        }
+        if (o->cwd && chdir(o->cwd) < 0) { cerr = errno; cstage = S_MKDIR; _exit(255); }
+#ifdef SYS_close_range
+        syscall(SYS_close_range, 3U, ~0U, 0U);  /* as close_fds=True: nothing of the launcher leaks */
+#endif
+        signal(SIGPIPE, SIG_DFL);  /* Python ignores these; a task gets the defaults (restore_signals) */
+        signal(SIGXFSZ, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int saved = 0, last = ENOENT;
+        for (char **exe = o->exes; *exe; exe++) {
+            execve(*exe, o->argv, o->envp);
+            last = errno;
+            if (last != ENOENT && last != ENOTDIR && !saved) saved = last;
+        }
+        cerr = saved ? saved : last;
+        cstage = S_EXEC;
+        _exit(255);
+    }
+    if (pid < 0) { *rc = errno; *stage = S_EXEC; return 0; }
+    if (cerr) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        *rc = cerr;
+        *stage = cstage;
+        return 0;
+    }
+    return pid;
+}
+
 static void run(core_t *e, order_t *o) {
     task_t *t = o->task;
     long long id = t->id;
@@ -88,37 +136,7 @@ static void run(core_t *e, order_t *o) {
     if (o->share) err = out;
     else if (o->err && (err = open_out(o->err)) < 0) { rc = errno; err = e->devnull; stage = S_STDERR; goto fail; }
 
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    sigset_t none, dflt;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, e->devnull, 0);
-    posix_spawn_file_actions_adddup2(&fa, out, 1);
-    posix_spawn_file_actions_adddup2(&fa, err, 2);
-    if (o->cwd) posix_spawn_file_actions_addchdir_np(&fa, o->cwd);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);  /* as close_fds=True: nothing of the launcher leaks */
-#endif
-    posix_spawnattr_init(&at);
-    sigemptyset(&none);
-    sigemptyset(&dflt);
-    sigaddset(&dflt, SIGPIPE);  /* Python ignores these; a task gets the defaults (restore_signals) */
-    sigaddset(&dflt, SIGXFSZ);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &dflt);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-    int saved = 0;
-    rc = ENOENT;
-    for (char **exe = o->exes; *exe; exe++) {
-        rc = posix_spawn(&pid, *exe, &fa, &at, o->argv, o->envp);
-        if (rc == 0) break;
-        if (rc != ENOENT && rc != ENOTDIR && !saved) saved = rc;
-    }
-    if (rc && saved) rc = saved;
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    if (rc) stage = S_EXEC;
+    pid = start_child(o, e->devnull, out, err, &rc, &stage);
 fail:
     if (out != e->devnull) close(out);
     if (err != e->devnull && err != out) close(err);
