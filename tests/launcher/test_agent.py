@@ -210,7 +210,9 @@ def test_exit_op_reports_and_stops(tmp_path: Path) -> None:
     c.spawn(1, ["sleep", "100"])
     c.spawn(2, ["true"])
     evs: list[Event] = []
-    assert wait_for(lambda: bool(evs.extend(c.poll_events())) or sum(e["ev"] == "started" for e in evs) == 2)
+    # both started, and `true` has ended (a TERM from close() would otherwise race its exit)
+    assert wait_for(lambda: bool(evs.extend(c.poll_events())) or (sum(e["ev"] == "started" for e in evs) == 2
+                                                                  and any(e["ev"] == "exit" for e in evs)))
     evs += c.close()
     exits = {e["id"]: e["rc"] for e in evs if e["ev"] == "exit"}
     assert exits == {1: -signal.SIGTERM, 2: 0}

@@ -68,6 +68,7 @@ class Launcher(Starts):
         self.stop_reason: str | None = None
         self.ended = 0  # running jobs that ended (exited, or failed to spawn): the claim size follows their pace
         self._r, self._w = os.pipe()
+        self.throttled = False  # starts held back until the writer catches up (Starts._launch)
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)
         self.selection = selection(self.opts, self.alloc, ws.config.machine)
@@ -110,6 +111,9 @@ class Launcher(Starts):
     # ---------------------------------------------------------------- what the threads call back
     def _written(self, done: list[Change]) -> None:
         self.summary.count(done)
+        if self.throttled and self.writer.backlog() <= self.opts.max_unwritten // 2:
+            self.throttled = False
+            self.wake()
         if self.drained():  # the last changes are in: let the source see whether work is left
             self.source.poke()
 

@@ -42,6 +42,7 @@ class Starts:
     deadline: float | None
     stop_reason: str | None
     ended: int
+    throttled: bool
 
     @property
     def stopping(self) -> bool:
@@ -65,6 +66,9 @@ class Starts:
             pending.append(buf.popleft())
         self.source.nudge()
         if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
+            return False
+        if self.writer.backlog() > self.opts.max_unwritten:  # the database is behind: let the writer catch up
+            self.throttled = True  # the writer wakes the loop once it has (Launcher._written)
             return False
         started: list[Change] = []
         waiting: list[Claimed] = []

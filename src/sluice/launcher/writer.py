@@ -50,13 +50,24 @@ class Writer(threading.Thread):
         self.writing = False
         self.hurry = threading.Event()
         self.carry: list[Change] = []  # changes taken from the queue, to write in the next transaction
+        self._count_lock = threading.Lock()
+        self._put_n = 0
+        self._written_n = 0  # only this thread adds to it
+        self.peak = 0  # the largest backlog seen
 
     def idle(self) -> bool:
         """Nothing queued and nothing being written: the database shows every change handed over so far."""
         return not self.writing and not self.carry and self.q.empty()
 
     def put(self, changes: list[Change]) -> None:
+        with self._count_lock:  # the main loop and the transition pool both put
+            self._put_n += len(changes)
+            self.peak = max(self.peak, self._put_n - self._written_n)
         self.q.put(changes)
+
+    def backlog(self) -> int:
+        """Changes handed over that the database does not show yet."""
+        return self._put_n - self._written_n
 
     def _take(self, flush: float) -> tuple[list[Change], bool]:
         """The next batch (what was carried over first, at most MAX_BATCH changes), and whether stop() came."""
@@ -98,6 +109,7 @@ class Writer(threading.Thread):
                                         attempts=120)
                     finally:
                         self.writing = False
+                    self._written_n += len(batch)
                     batch = []
                     self.on_written(done)
                 now = time.monotonic()
