@@ -18,7 +18,7 @@ from sluice.errors import UserError, WorkspaceNotFound
 CONFIG_NAME = "sluice.toml"
 ENV_WORKSPACE = environ.WORKSPACE
 ENV_DB_URL = environ.DB_URL
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 """The newest migration in sluice/migrations/versions; a test keeps the two in step."""
 
 

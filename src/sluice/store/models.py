@@ -84,6 +84,14 @@ its job is claimed and comes back only if it is given back or retried: the launc
 them. MariaDB has no partial indexes, and claims there through (state, id)."""
 
 
+WORKABLE = ("POSTPROCESSED", "PREPROCESSED", "READY", "RESTART_READY", "RUN_DONE", "RUN_ERROR", "RUN_TIMEOUT",
+            "STAGED_IN")
+"""sluice.states.RUNNABLE | PROCESSABLE, sorted (tests/test_structure.py keeps them equal): the jobs a launcher
+could take, which the service sizes its batch jobs by."""
+WORK_SQL = "session_id IS NULL AND state IN (" + ", ".join(f"'{s}'" for s in WORKABLE) + ")"
+"""The predicate of ix_jobs_work; the service's query says it word for word, so SQLite can use the index."""
+
+
 def claimable_sql(state: str) -> str:
     """The predicate of ix_jobs_claim_<state>; a query must say it word for word for SQLite to use the index."""
     return f"session_id IS NULL AND state = '{state}'"
@@ -102,6 +110,10 @@ jobs = Table(
     Index("ix_jobs_name", "name"),
     *(Index(f"ix_jobs_claim_{st.lower()}", "id", sqlite_where=text(claimable_sql(st)),
             postgresql_where=text(claimable_sql(st))).ddl_if(callable_=_partial_ok) for st in CLAIMABLE),
+    # the service's demand, by job shape, read from the index alone: 2 of 10,000,000 jobs runnable took 2 s
+    Index("ix_jobs_work", "queue", "num_nodes", "ranks_per_node", "threads_per_rank", "state", "session_id",
+          sqlite_where=text(WORK_SQL),
+          postgresql_where=text(WORK_SQL)).ddl_if(callable_=_partial_ok),
 )
 """One task of the campaign (fields: sluice.schema.JobRow)."""
 
