@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sluice.launcher import cengine
 from sluice.launcher.agent import AgentClient, Event, LayeredEnv, LocalSpawner, Spawner
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -68,6 +69,8 @@ def collect(sp: Spawner, n: int, timeout: float = 20.0) -> dict[int, Event]:
 def spawner(request: pytest.FixtureRequest) -> Iterator[Spawner]:
     """Each behaviour on both engines of the launcher's own node and through the agent's pipe protocol."""
     sp: Spawner
+    if request.param == "local-c" and not cengine.AVAILABLE:
+        pytest.skip("the compiled engine was not built here")
     if request.param.startswith("local"):
         sp = LocalSpawner(kill_grace=0.5, engine=request.param.split("-")[1])
     else:
