@@ -20,7 +20,7 @@ sum of node-seconds / (nodes x makespan), against the same with the shortest mak
 max(node-seconds / nodes, longest job).
 
     bench_scale.py --nodes 1024 --cores 64 --jobs 1000000 [--duration 0] [--db sqlite|pg|URL] [--dir /dev/shm]
-                   [--launchers 16] [--mpi-mix] [--runs 3] [--json]
+                   [--jitter 0.1] [--launchers 16] [--mpi-mix] [--runs 3] [--json]
     bench_scale.py --matrix [--grid-jobs 10000,100000,1000000] [--grid-nodes 64,256,1024] [--plot scale.png]
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ def build(ws: Workspace, a: argparse.Namespace) -> float:
         specs: list[dict[str, Any]] = []
         for i in range(start, min(a.jobs, start + 100_000)):
             spec: dict[str, Any] = {"name": f"s{i}", "app": "sim", "params": {"seed": i}}
+            if a.jitter and not a.mpi_mix:  # durations spread as real ones are: no waves of ends at once
+                spec["data"] = {"sim_s": round(rng.uniform(1 - a.jitter, 1 + a.jitter) * a.duration, 3)}
             if a.mpi_mix:  # sizes the allocation can hold (a wider job would be given back, never run)
                 mix = [(m, w) for m, w in MIX if m <= a.nodes]
                 n = rng.choices([m for m, _ in mix], [w for _, w in mix])[0]
@@ -222,6 +224,8 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=64)
     ap.add_argument("--jobs", type=int, default=20_000)
     ap.add_argument("--duration", type=float, default=None, help="simulated seconds a job (default 0; mpi-mix 10)")
+    ap.add_argument("--jitter", type=float, default=0.0,
+                    help="durations uniform in [D(1-J), D(1+J)] instead of all D (serial mode)")
     ap.add_argument("--launchers", type=int, default=1)
     ap.add_argument("--mpi-mix", action="store_true")
     ap.add_argument("--runs", type=int, default=1, help="repeat on fresh workspaces; the median run is reported")
@@ -256,7 +260,8 @@ def main() -> None:
         return
     for line in runs if a.launchers <= 4 else []:
         print(line)
-    shape = (f"{a.jobs} jobs of {a.duration:g} s on {a.nodes} x {a.cores} simulated, {res['db']}, "
+    spread = f" +-{a.jitter:.0%}" if a.jitter else ""
+    shape = (f"{a.jobs} jobs of {a.duration:g} s{spread} on {a.nodes} x {a.cores} simulated, {res['db']}, "
              f"{a.launchers} launcher(s)")
     if a.mpi_mix:
         util = (f"node utilization {res['node_util']:.1%} vs ideal bound {res['ideal_util']:.1%} "

@@ -75,6 +75,8 @@ class Launcher(Starts):
         self.capacity = sum(n.cores for n in self.alloc.nodes)
         if self.opts.max_ranks:
             self.capacity = min(self.capacity, self.opts.max_ranks)
+        mu = self.opts.max_unwritten
+        self.max_unwritten = max(20_000, self.capacity) if mu is None else mu
         self.session_id = 0
         self.actor = "launcher"
         self.deadline: float | None = None  # when to stop (the allocation's end less a margin), set by run()
@@ -111,7 +113,7 @@ class Launcher(Starts):
     # ---------------------------------------------------------------- what the threads call back
     def _written(self, done: list[Change]) -> None:
         self.summary.count(done)
-        if self.throttled and self.writer.backlog() <= self.opts.max_unwritten // 2:
+        if self.throttled and self.writer.backlog() <= self.max_unwritten // 2:
             self.throttled = False
             self.wake()
         if self.drained():  # the last changes are in: let the source see whether work is left

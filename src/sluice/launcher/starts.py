@@ -43,6 +43,7 @@ class Starts:
     stop_reason: str | None
     ended: int
     throttled: bool
+    max_unwritten: int
 
     @property
     def stopping(self) -> bool:
@@ -67,7 +68,7 @@ class Starts:
         self.source.nudge()
         if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
             return False
-        if self.writer.backlog() > self.opts.max_unwritten:  # the database is behind: let the writer catch up
+        if self.writer.backlog() > self.max_unwritten:  # the database is behind: let the writer catch up
             self.throttled = True  # the writer wakes the loop once it has (Launcher._written)
             return False
         started: list[Change] = []
