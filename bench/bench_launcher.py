@@ -208,7 +208,8 @@ def main() -> None:
     if a.json:
         print(json.dumps(res))
         return
-    line = (f"launcher ({LocalSpawner().engine} engine) {res['launcher_rate_median']}/s vs spawn ceiling {res['ceiling_median']}/s: ratio "
+    line = (f"launcher ({LocalSpawner().engine} engine) {res['launcher_rate_median']}/s vs spawn ceiling "
+            f"{res['ceiling_median']}/s: ratio "
             f"{res['ratio']:.2f} ({a.n} x /bin/true, {res['db']}, workspace under {res['dir']}, runs "
             f"{res['launcher_rates']}, ceilings {res['ceilings']}); launcher CPU {res['cpu_per_job_ms']:.3f} ms/job "
             f"(user {res['user_per_job_ms']:.3f} + sys {res['sys_per_job_ms']:.3f})")
