@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py src/sluice/launcher/_spawnc.c src/sluice/launcher/spawnc_core.c \
+                    src/sluice/launcher/spawnc.h
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -32,4 +33,4 @@ bench: $(VENV)/.installed
 	@cat bench/README.md
 
 clean:
-	rm -rf $(VENV) demo-workspace build *.egg-info
+	rm -rf $(VENV) demo-workspace build *.egg-info src/sluice/launcher/*.so
