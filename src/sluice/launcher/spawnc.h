@@ -6,13 +6,8 @@
 #define _GNU_SOURCE 1
 #endif
 #include <pthread.h>
-#include <spawn.h>
 #include <stddef.h>
 #include <sys/types.h>
-
-#ifndef POSIX_SPAWN_SETSID
-#error "the compiled spawn engine needs POSIX_SPAWN_SETSID (glibc 2.26 or newer); the Python engine is used instead"
-#endif
 
 enum { K_EXIT = 0, K_ERROR = 1, K_STARTED = 2 };                                   /* event kinds */
 enum { S_MKDIR = 1, S_STDOUT = 2, S_STDERR = 3, S_EXEC = 4, S_THREAD = 5 };       /* where a start failed */

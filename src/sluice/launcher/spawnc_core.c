@@ -1,6 +1,6 @@
 /* The compiled spawn engine's task threads: each starts a task, waits for it and reports its end.
 
-Semantics are those of tasks.ThreadEngine (the reference): each task leads its own session (POSIX_SPAWN_SETSID);
+Semantics are those of tasks.ThreadEngine (the reference): each task leads its own session (setsid);
 stdin is /dev/null; stdout/stderr are opened (O_TRUNC) right before the spawn; no descriptor of the launcher
 is inherited; SIGPIPE and SIGXFSZ are back to their defaults; the executable candidates are tried as execvpe
 would (the first error that is not ENOENT/ENOTDIR is the one reported); a signal reaches a task only while it
@@ -254,9 +254,7 @@ void core_signal(core_t *e, int slot, long long id, int sig) {
 }
 
 event_t *core_take(core_t *e, ptrdiff_t *n) {
-    uint64_t count;
-    if (read(e->efd, &count, sizeof count) < 0) { /* a nonblocking eventfd: EAGAIN when nothing was written */ }
-    pthread_mutex_lock(&e->mu);
+    pthread_mutex_lock(&e->mu);  /* the eventfd is the caller's to reset (LocalSpawner.poll_events) */
     event_t *evs = e->events;
     *n = e->nevents;
     e->events = NULL;

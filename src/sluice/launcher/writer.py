@@ -47,7 +47,6 @@ class Writer(threading.Thread):
         self.on_fatal = on_fatal
         self.q: queue.SimpleQueue[list[Change] | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
-        self.writing = False
         self.hurry = threading.Event()
         self.carry: list[Change] = []  # changes taken from the queue, to write in the next transaction
         self._count_lock = threading.Lock()
@@ -56,8 +55,9 @@ class Writer(threading.Thread):
         self.peak = 0  # the largest backlog seen
 
     def idle(self) -> bool:
-        """Nothing queued and nothing being written: the database shows every change handed over so far."""
-        return not self.writing and not self.carry and self.q.empty()
+        """The database shows every change handed over so far (counted before it is queued, and as written
+        only once its transaction is in: never idle while a batch is in hand)."""
+        return self.backlog() == 0
 
     def put(self, changes: list[Change]) -> None:
         with self._count_lock:  # the main loop and the transition pool both put
@@ -92,7 +92,6 @@ class Writer(threading.Thread):
             pass
         if len(batch) > MAX_BATCH:  # the rest next, in order, in a transaction of its own
             batch, self.carry = batch[:MAX_BATCH], batch[MAX_BATCH:]
-        self.writing = bool(batch)  # from the moment it left the queue: idle() must not say all is written
         return batch, stopping
 
     def run(self) -> None:
@@ -104,11 +103,8 @@ class Writer(threading.Thread):
             stopping = stopping or stop
             try:
                 if batch:
-                    try:
-                        done = ws.retry(lambda b=batch: write_changes(ws, b, self.actor),  # type: ignore[misc]
-                                        attempts=120)
-                    finally:
-                        self.writing = False
+                    done = ws.retry(lambda b=batch: write_changes(ws, b, self.actor),  # type: ignore[misc]
+                                    attempts=120)
                     self._written_n += len(batch)
                     batch = []
                     self.on_written(done)
