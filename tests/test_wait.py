@@ -96,6 +96,15 @@ def test_as_completed_yields_each_job_as_it_ends(ws: Workspace, three: list[int]
     assert got == [(three[2], "JOB_FINISHED"), (three[1], "FAILED"), (three[0], "JOB_FINISHED")]
 
 
+def test_jobs_that_end_between_two_polls_come_in_the_order_they_ended(ws: Workspace, three: list[int]) -> None:
+    """A slow poll (a loaded database) sees several ends at once: they still come in the order they happened."""
+    finish(ws, three[2])
+    fail(ws, three[0])
+    finish(ws, three[1])
+    got = [(j.id, j.state) for j in ws.as_completed(three, timeout=30, poll=0.05)]
+    assert got == [(three[2], "JOB_FINISHED"), (three[0], "FAILED"), (three[1], "JOB_FINISHED")]
+
+
 def test_as_completed_times_out_and_knows_removed_jobs(ws: Workspace, three: list[int]) -> None:
     finish(ws, three[0])
     it = ws.as_completed([ws.job(three[0]), three[1]], timeout=0.2, poll=0.05)
@@ -113,7 +122,8 @@ def test_as_completed_reads_many_ids_in_chunks(sqlite_ws: Workspace) -> None:
     ids = ws.add_jobs([{"name": f"j{i}", "app": "a"} for i in range(2000)])
     ws.kill(ids[0])
     with ws.write() as conn:  # the other 1,999 end together, as a launcher's batch would
-        conn.exec_driver_sql("UPDATE jobs SET state = 'JOB_FINISHED' WHERE state != 'USER_KILLED'")
+        conn.exec_driver_sql("UPDATE jobs SET state = 'JOB_FINISHED', updated_at = "
+                             "(SELECT MAX(updated_at) FROM jobs) + 1 WHERE state != 'USER_KILLED'")
     got = list(ws.as_completed(ids))
     assert [j.id for j in got] == ids and {j.state for j in got[1:]} == {"JOB_FINISHED"}
     assert ws.wait(ids=ids) == {"JOB_FINISHED": 1999, "USER_KILLED": 1}
