@@ -49,7 +49,7 @@ def test_a_file_gets_its_job_when_its_writer_closes_it(sqlite_ws: Workspace, sho
             f.write(" and the rest")
         t0 = time.monotonic()
         _wait(lambda: sqlite_ws.count() == 1)
-        assert time.monotonic() - t0 < 1.0  # heard from the kernel, not after the 60 s settle time
+        assert time.monotonic() - t0 < 10  # heard from the kernel, not after the 60 s settle time
         (shots / ".shot_2.h5.part").write_text("x")  # hidden: an atomic writer's temporary name gets no job
         os.rename(shots / ".shot_2.h5.part", shots / "shot_2.h5")
         _wait(lambda: sqlite_ws.count() == 2)
