@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import sysconfig
 import threading
 import time
@@ -108,6 +110,27 @@ def test_tasks_get_default_signals_and_no_launcher_descriptors(tmp_path: Path, e
     assert sorted(int(x) for x in lines[2:]) == [0, 1, 2, 3]  # stdin/out/err, and the fd ls itself opened
     os.close(keep)
     sp.close()
+
+
+def test_a_task_runs_under_the_launchers_scheduling_policy(tmp_path: Path, engine: str) -> None:
+    """The compiled engine's task threads run as SCHED_BATCH (so they do not preempt the loop that wakes them);
+    a task must not inherit that: it gets the launcher's own policy, normal here and batch under `chrt -b`."""
+    sp = LocalSpawner(engine=engine)
+    show = "import os; print(os.sched_getscheduler(0))"
+    for i in range(4):  # several, so reused threads are covered too
+        sp.spawn(i, [sys.executable, "-c", show], stdout=str(tmp_path / f"{i}.out"), stderr=str(tmp_path / "err"))
+    assert all(e["rc"] == 0 for e in collect(sp, 4, timeout=20).values())
+    assert {(tmp_path / f"{i}.out").read_text().strip() for i in range(4)} == {str(os.SCHED_OTHER)}
+    sp.close()
+    code = ("import sys\nfrom tests.launcher.test_agent import collect\n"
+            "from sluice.launcher.spawn import LocalSpawner\n"
+            f"sp = LocalSpawner(engine={engine!r}); out = {str(tmp_path / 'b.out')!r}\n"
+            f"sp.spawn(1, [sys.executable, '-c', {show!r}], stdout=out, stderr=out)\n"
+            "rc = collect(sp, 1, timeout=20)[1]['rc']; sp.close(); print(open(out).read().strip(), rc)\n")
+    batch = subprocess.run([sys.executable, "-c", f"import os; os.sched_setscheduler(0, os.SCHED_BATCH, "
+                            f"os.sched_param(0)); exec({code!r})"], capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert batch.stdout.split() == [str(os.SCHED_BATCH), "0"], batch.stderr
 
 
 def test_a_kill_sent_while_the_task_is_starting_reaches_it(engine: str) -> None:
