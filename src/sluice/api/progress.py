@@ -121,9 +121,10 @@ class Progress(Queries):
 
     def as_completed(self, jobs: Iterable[int | str | Job], timeout: float | None = None, *,
                      poll: float = 1.0) -> Iterator[Job]:
-        """Yield a snapshot of each job as it reaches an end state (JOB_FINISHED, FAILED, USER_KILLED); those
-        ended already come first. Like concurrent.futures.as_completed: raises TimeoutError when `timeout`
-        seconds pass with jobs left, and UserError if a job is removed while waited for."""
+        """Yield a snapshot of each job as it reaches an end state (JOB_FINISHED, FAILED, USER_KILLED), in the
+        order they ended (those ended already first; ends seen by one poll by their time, then id). Like
+        concurrent.futures.as_completed: raises TimeoutError when `timeout` seconds pass with jobs left, and
+        UserError if a job is removed while waited for."""
         want = list(dict.fromkeys(self.resolve(j) for j in jobs))
         left = set(want)
         deadline = None if timeout is None else time.monotonic() + timeout
