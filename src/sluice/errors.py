@@ -48,9 +48,12 @@ class Fault(SluiceError):
 
 
 class DatabaseError(Fault):
-    """The database cannot be reached, or answered with an error that is not the user's doing."""
+    """The database cannot be reached, or answered with an error that is not the user's doing. `conflict`: the
+    server rolled this transaction back to break a deadlock (nothing of it was written; running it again will
+    do)."""
 
     transient = True
+    conflict = False
 
 
 class DiskFull(Fault):

@@ -13,12 +13,14 @@ from sluice.api.queries import Queries
 from sluice.api.records import App
 from sluice.errors import UserError
 from sluice.schema import APP_SETTABLE
+from sluice.store.db import retry_conflicts
 from sluice.store.models import apps, jobs
 
 
 class Apps(Queries):
     """Registering and changing the Workspace's apps."""
 
+    @retry_conflicts
     def add_app(self, name: str, command: str, description: str = "", *,
                 environment: Mapping[str, str] | None = None, preprocess: str | None = None,
                 postprocess: str | None = None, error_handler: str | None = None,
@@ -43,6 +45,7 @@ class Apps(Queries):
             conn.execute(insert(apps).values(**row))
         return self.app(name)
 
+    @retry_conflicts
     def modify_app(self, name: str, **changes: Any) -> App:
         app = self.app(name)
         bad = sorted(set(changes) - set(APP_SETTABLE))
@@ -55,6 +58,7 @@ class Apps(Queries):
             conn.execute(update(apps).where(apps.c.id == app.id).values(**changes))
         return self.app(name)
 
+    @retry_conflicts
     def remove_app(self, name: str) -> None:
         app = self.app(name)
         with self.write() as conn:

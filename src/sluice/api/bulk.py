@@ -17,7 +17,7 @@ from sluice.api.jobs import Jobs, check_user_state
 from sluice.api.transitions import apply, children_of, states_of
 from sluice.errors import UserError
 from sluice.states import END, Change, S, parse_state, ready_path
-from sluice.store.db import CHUNK
+from sluice.store.db import CHUNK, retry_conflicts
 from sluice.store.models import apps, job_parents, jobs
 
 RETRYABLE = frozenset({S.FAILED.value, S.USER_KILLED.value})
@@ -26,6 +26,7 @@ RETRYABLE = frozenset({S.FAILED.value, S.USER_KILLED.value})
 class Bulk(Jobs):
     """The Workspace's bulk verbs."""
 
+    @retry_conflicts
     def kill_jobs(self, ids: Sequence[int], *, recursive: bool = False, message: str = "killed by user") -> list[int]:
         """USER_KILLED for every job of `ids` (and, with recursive, their descendants) not ended yet; children
         waiting on them fail, saying why."""
@@ -36,6 +37,7 @@ class Bulk(Jobs):
             apply(conn, changes, self.actor, strict=False)
         return [c.job_id for c in changes]
 
+    @retry_conflicts
     def modify_jobs(self, ids: Sequence[int], **changes: Any) -> int:
         """Set the same fields on many jobs, each value checked as add_jobs checks it; `state` by a legal
         transition. All or nothing: one RUNNING job, or one refused state, and no job changes."""
@@ -67,6 +69,7 @@ class Bulk(Jobs):
                 apply(conn, [Change(j, st[j], target, f"set to {target} by user") for j in ids], self.actor)
         return len(ids)
 
+    @retry_conflicts
     def retry_jobs(self, ids: Sequence[int]) -> list[int]:
         """FAILED or killed jobs back to runnable with a fresh retry budget (through stage-in and preprocess
         again, or waiting for parents that are not finished), and the descendants that failed because of them

@@ -8,12 +8,14 @@ pre-ping pools so a restarted server costs a reconnect, not a crash.
 
 from __future__ import annotations
 
+import functools
+import random
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
@@ -125,6 +127,9 @@ _FULL = re.compile(r"disk is full|no space left|disk full|table '?[^ ]*'? is ful
                    re.I)
 _FULL_CODES = {"53100"}  # PostgreSQL's disk_full
 _FULL_ERRNOS = {1021, 1114, 3}  # MariaDB: disk full, table full, error writing file
+_CONFLICT_CODES = {"40P01", "40001"}  # PostgreSQL: deadlock_detected, serialization_failure
+_CONFLICT_ERRNOS = {1213}  # MariaDB: deadlock found when trying to get lock
+CONFLICT_ATTEMPTS = 6
 
 
 def fault(e: sa_exc.DBAPIError) -> Fault:
@@ -139,7 +144,31 @@ def fault(e: sa_exc.DBAPIError) -> Fault:
                         "start again: no job is lost")
     err = DatabaseError(f"database error: {msg}")
     err.transient = isinstance(e, TRANSIENT)
+    err.conflict = code in _CONFLICT_CODES or errno in _CONFLICT_ERRNOS
     return err
+
+
+P = ParamSpec("P")
+
+
+def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
+    """Run the whole call again when the server made its transaction a deadlock's victim (rolled back, so
+    nothing of it was written). Launchers, the service and users lock the same rows, and InnoDB's gap locks
+    in particular meet in cycles now and then: a user's kill must not fail for that. For calls whose only
+    effect is their one transaction."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        for i in range(CONFLICT_ATTEMPTS):
+            try:
+                return fn(*args, **kwargs)
+            except DatabaseError as e:
+                if not e.conflict or i == CONFLICT_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05) * 2**i)  # apart, so the two do not meet again at once
+        raise AssertionError("unreachable")
+
+    return run
 
 
 def retry(fn: Callable[[], T], *, attempts: int = 30, delay: float = 0.5, max_delay: float = 5.0) -> T:
@@ -230,10 +259,27 @@ def raw(conn: Connection, sql: str, args: Sequence[Any] = (), *, fetch: bool = T
     SQLAlchemy's per-statement work (compiling expanding IN lists) costs more than the database does."""
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cur.execute(sql, tuple(args))
-        return [tuple(r) for r in cur.fetchall()] if fetch else []
+        with _as_sqlalchemy(conn, sql, args):
+            cur.execute(sql, tuple(args))
+            return [tuple(r) for r in cur.fetchall()] if fetch else []
     finally:
         cur.close()
+
+
+@contextmanager
+def _as_sqlalchemy(conn: Connection, sql: str, args: Any) -> Iterator[None]:
+    """The driver's own errors, raised on its cursor, as SQLAlchemy's (what write(), read() and retry() know):
+    a deadlock or a lost server met in a raw statement escaped them as a psycopg or pymysql error, neither
+    retried nor said in sluice's words."""
+    try:
+        yield
+    except sa_exc.DBAPIError:
+        raise
+    except Exception as e:
+        dbapi = conn.dialect.loaded_dbapi
+        if not isinstance(e, dbapi.Error):
+            raise
+        raise sa_exc.DBAPIError.instance(sql, args, e, dbapi.Error, dialect=conn.dialect) from e
 
 
 def raw_in(conn: Connection, sql: str, ids: Sequence[Any], tail: str = "", chunk: int = 900, *,
@@ -274,8 +320,9 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg" and len(rows) >= 100:
         # COPY streams the rows in one command: ~3x executemany's speed for 100,000 jobs (bench/bench_add.py)
+        copy = f"COPY {table} ({cols}) FROM STDIN"
         try:
-            with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+            with _as_sqlalchemy(conn, copy, None), cur.copy(copy) as cp:
                 for r in rows:
                     cp.write_row(r)
         finally:
@@ -283,7 +330,8 @@ def bulk_insert(conn: Connection, table: str, columns: list[str], rows: list[tup
         return
     sql = f"INSERT INTO {table} ({cols}) VALUES ({marks(conn, len(columns))})"
     try:
-        for i in range(0, len(rows), 10_000):
-            cur.executemany(sql, rows[i : i + 10_000])
+        with _as_sqlalchemy(conn, sql, None):
+            for i in range(0, len(rows), 10_000):
+                cur.executemany(sql, rows[i : i + 10_000])
     finally:
         cur.close()
