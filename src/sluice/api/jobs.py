@@ -21,7 +21,6 @@ from sluice.api.transitions import apply, children_of, fail_children, release_ch
 from sluice.errors import UserError
 from sluice.states import END, LAUNCHER_ONLY, Change, S, check_path, parse_state
 from sluice.store import db
-from sluice.store.db import retry_conflicts
 from sluice.store.models import apps, job_parents, jobs
 
 if TYPE_CHECKING:
@@ -59,7 +58,7 @@ class Jobs(Apps):
             parent_lists.append(parents)
         return self._insert(rows, parent_lists, app_rows, now)
 
-    @retry_conflicts
+    @db.retry_conflicts
     def _insert(self, rows: list[dict[str, Any]], parent_lists: list[list[int]], app_rows: dict[str, dict[str, Any]],
                 now: float) -> list[int]:
         """add_jobs' one transaction (run again whole if the server broke a deadlock with it)."""
@@ -100,7 +99,7 @@ class Jobs(Apps):
         if pairs:
             self._link(pairs)
 
-    @retry_conflicts
+    @db.retry_conflicts
     def _link(self, pairs: list[tuple[int, int]]) -> None:
         """add_dependencies' one transaction (run again whole if the server broke a deadlock with it)."""
         with self.write() as conn:
@@ -126,7 +125,7 @@ class Jobs(Apps):
         spec.setdefault("workflow", self.job(_id(parent)).workflow)
         return self.add_job(name, app, parents=[parent], **spec)
 
-    @retry_conflicts
+    @db.retry_conflicts
     def kill(self, ref: int | str | Job, *, recursive: bool = False,
              message: str = "killed by user") -> list[int]:
         """Mark a job USER_KILLED (a launcher running it stops the process); with recursive, its descendants
@@ -141,7 +140,7 @@ class Jobs(Apps):
             apply(conn, changes, self.actor, strict=False)
         return [c.job_id for c in changes]
 
-    @retry_conflicts
+    @db.retry_conflicts
     def set_state(self, ref: int | str, state: str, message: str | None = None, *,
                   by_launcher: bool = False) -> Job:
         """Move a job to `state` through one legal transition (what `sluice modify --set state=` does).
@@ -156,7 +155,7 @@ class Jobs(Apps):
 
     MODIFIABLE = specs.MODIFIABLE
 
-    @retry_conflicts
+    @db.retry_conflicts
     def modify(self, ref: int | str | Job, **changes: Any) -> Job:
         """Change fields of a job; values are validated as in add_job, `state` only by a legal transition."""
         jid = ref.id if isinstance(ref, Job) else self.resolve(ref)
@@ -180,7 +179,7 @@ class Jobs(Apps):
                 _set_state(self, conn, jid, str(state), None, False)
         return self.job(jid)
 
-    @retry_conflicts
+    @db.retry_conflicts
     def remove(self, ids: Sequence[int], *, force: bool = False) -> int:
         """Delete jobs (their events stay as provenance). RUNNING jobs are refused unless force."""
         ids = sorted(set(ids))

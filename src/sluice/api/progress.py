@@ -130,7 +130,7 @@ class Progress(Queries):
         deadline = None if timeout is None else time.monotonic() + timeout
         while left:
             began = time.monotonic()
-            states = self._ends_of(sorted(left))
+            states = self._states_since(sorted(left))
             gone = sorted(left - states.keys())
             if gone:
                 raise UserError(f"job {gone[0]} was removed while waited for; {len(left) - 1} other(s) left")
@@ -154,14 +154,9 @@ class Progress(Queries):
 
     def states_of(self, ids: Sequence[int]) -> dict[int, str]:
         """The state of each of these jobs that exists, read 900 ids a statement."""
-        out: dict[int, str] = {}
-        with self.read() as conn:
-            for i in range(0, len(ids), CHUNK):
-                q = select(jobs_t.c.id, jobs_t.c.state).where(jobs_t.c.id.in_(list(ids[i : i + CHUNK])))
-                out.update((int(r[0]), str(r[1])) for r in conn.execute(q))
-        return out
+        return {j: st for j, (st, _) in self._states_since(ids).items()}
 
-    def _ends_of(self, ids: Sequence[int]) -> dict[int, tuple[str, float]]:
+    def _states_since(self, ids: Sequence[int]) -> dict[int, tuple[str, float]]:
         """The state of each of these jobs that exists and when it was entered, read 900 ids a statement."""
         out: dict[int, tuple[str, float]] = {}
         with self.read() as conn:

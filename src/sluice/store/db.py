@@ -151,6 +151,19 @@ def fault(e: sa_exc.DBAPIError) -> Fault:
 P = ParamSpec("P")
 
 
+def _again(fn: Callable[[], T], attempts: int, worth: Callable[[Exception], bool],
+           pause: Callable[[int], float]) -> T:
+    """fn(), run again after `pause(i)` seconds while it raises a database error `worth` another try."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except (DatabaseError, *TRANSIENT) as e:
+            if not worth(e) or i == attempts - 1:
+                raise
+            time.sleep(pause(i))
+    raise AssertionError("unreachable")
+
+
 def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
     """Run the whole call again when the server made its transaction a deadlock's victim (rolled back, so
     nothing of it was written). Launchers, the service and users lock the same rows, and InnoDB's gap locks
@@ -159,14 +172,9 @@ def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
-        for i in range(CONFLICT_ATTEMPTS):
-            try:
-                return fn(*args, **kwargs)
-            except DatabaseError as e:
-                if not e.conflict or i == CONFLICT_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.01, 0.05) * 2**i)  # apart, so the two do not meet again at once
-        raise AssertionError("unreachable")
+        return _again(lambda: fn(*args, **kwargs), CONFLICT_ATTEMPTS,
+                      lambda e: isinstance(e, DatabaseError) and e.conflict,
+                      lambda i: random.uniform(0.01, 0.05) * 2**i)  # apart, so the two do not meet again at once
 
     return run
 
@@ -177,15 +185,8 @@ def retry(fn: Callable[[], T], *, attempts: int = 30, delay: float = 0.5, max_de
 
     Balsam sent a job to FAILED on any exception in a transition; a database hiccup is not the job's fault.
     """
-    for i in range(attempts):
-        try:
-            return fn()
-        except (DatabaseError, *TRANSIENT) as e:
-            transient = e.transient if isinstance(e, Fault) else not _FULL.search(str(e))
-            if not transient or i == attempts - 1:
-                raise
-            time.sleep(min(max_delay, delay * (2**i)))
-    raise AssertionError("unreachable")
+    return _again(fn, attempts, lambda e: e.transient if isinstance(e, Fault) else not _FULL.search(str(e)),
+                  lambda i: min(max_delay, delay * (2**i)))
 
 
 def upgrade(eng: Engine) -> None:
