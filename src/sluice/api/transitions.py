@@ -200,12 +200,9 @@ def _update(conn: Connection, groups: dict[tuple[Any, ...], list[int]], now: flo
         sets = [f"state = {m}", f"state_message = {m}", f"updated_at = {m}"] + [f"{k} = {m}" for k, _ in fields]
         if retry:
             sets.append("retry_count = retry_count + 1")
-        head = f"UPDATE jobs SET {', '.join(sets)} WHERE id IN "
         args = [to, msg, now, *(v for _, v in fields)]
-        step = room(conn) - len(args)
-        for i in range(0, len(gids), step):
-            chunk = gids[i : i + step]
-            db.raw(conn, f"{head}({db.marks(conn, len(chunk))})", [*args, *chunk], fetch=False)
+        db.raw_in(conn, f"UPDATE jobs SET {', '.join(sets)} WHERE id IN", gids, args=args, fetch=False,
+                  chunk=room(conn) - len(args))
 
 
 def _follow_ups(conn: Connection, done: Sequence[Change], actor: str) -> None:

@@ -283,11 +283,25 @@ def _as_sqlalchemy(conn: Connection, sql: str, args: Any) -> Iterator[None]:
         raise sa_exc.DBAPIError.instance(sql, args, e, dbapi.Error, dialect=conn.dialect) from e
 
 
+ARRAY_CHUNK = 100_000
+"""Ids a PostgreSQL statement takes in its one array at most (a bound on the memory of one message)."""
+
+
 def raw_in(conn: Connection, sql: str, ids: Sequence[Any], tail: str = "", chunk: int = 900, *,
            args: Sequence[Any] = (), fetch: bool = True) -> list[tuple[Any, ...]]:
-    """`sql` + "(ids...)" + `tail` through the driver, in chunks (SQLite's old 999-variable limit): big IN lists
-    compiled by SQLAlchemy cost ~4 ms a statement, more than the query. `args` bind the marks in `sql` itself."""
+    """`sql` (ending in "IN") + "(ids...)" + `tail` through the driver, in chunks (SQLite's old 999-variable
+    limit): big IN lists compiled by SQLAlchemy cost ~4 ms a statement, more than the query. `args` bind the
+    marks in `sql` itself; `ids` are integers.
+
+    On PostgreSQL the ids go as one array, `= ANY(%s::bigint[])`: a mark per id cost the driver ~6 us an id (it
+    splits the query text in Python) and the server ~5 (parsing and binding), half that as an array; and the
+    statement's text no longer changes with the number of ids, so psycopg prepares it once."""
     out: list[tuple[Any, ...]] = []
+    if conn.dialect.name == "postgresql" and sql.endswith(" IN"):
+        head = f"{sql[:-3]} = ANY(%s::bigint[]){tail}"
+        for i in range(0, len(ids), ARRAY_CHUNK):
+            out += raw(conn, head, [*args, list(ids[i : i + ARRAY_CHUNK])], fetch=fetch)
+        return out
     for i in range(0, len(ids), chunk):
         part = list(ids[i : i + chunk])
         out += raw(conn, f"{sql} ({marks(conn, len(part))}){tail}", [*args, *part], fetch=fetch)
