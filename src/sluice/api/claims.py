@@ -82,6 +82,7 @@ _APP_COLS = ("id", "name", "command", "shell", "environment", "postprocess", "er
              "on_error", "on_timeout", "preamble", "machines")
 _JSON_AT = [(i, n, JSON_EMPTY.get(n)) for i, n in enumerate(JOB_NAMES) if n in JSON_FIELDS]
 _APP_AT = JOB_NAMES.index("app_id")
+_JOB_COLS = ", ".join(JOB_NAMES)
 
 
 def _json(v: Any, empty: Any) -> Any:
@@ -185,7 +186,9 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
     allocation, each a row to read and skip); when too few lie above, it goes on from the lowest ids again, so
     no job is ever out of reach."""
     with hot_write(ws) as conn:
-        ids = _own(conn, session_id, _ids(conn, urgent_sql(conn, sel, states, limit, max_wall_min)))
+        # PostgreSQL hands back the rows it takes (UPDATE ... RETURNING): no second statement to read them
+        taken: list[tuple[Any, ...]] | None = [] if conn.dialect.name == "postgresql" else None
+        ids = _own(conn, session_id, _ids(conn, urgent_sql(conn, sel, states, limit, max_wall_min)), taken)
         if len(ids) < limit:  # then the rest in id order, one state at a time through the (state, id) index
             _in_order(conn)
             rest: list[int] = []
@@ -198,10 +201,10 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
                 rest += got
             if len(states) > 1:
                 rest = sorted(rest)[: limit - len(ids)]  # the lowest of all (the others' locks go at commit)
-            ids += _own(conn, session_id, rest)
+            ids += _own(conn, session_id, rest, taken)
         if not ids:
             return []
-        rows = rows_in(conn, ", ".join(JOB_NAMES), "jobs", ids)
+        rows = taken if taken is not None else rows_in(conn, _JOB_COLS, "jobs", ids)
         app_ids = sorted({r[_APP_AT] for r in rows})
         app_rows = db.raw(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN "
                                 f"({db.marks(conn, len(app_ids))})", app_ids)
@@ -251,10 +254,14 @@ def _on_machine(a: tuple[Any, ...], machine: str | None) -> tuple[Any, ...]:
     return tuple(row)
 
 
-def _own(conn: Connection, session_id: int, ids: list[int]) -> list[int]:
+def _own(conn: Connection, session_id: int, ids: list[int], taken: list[tuple[Any, ...]] | None = None) -> list[int]:
+    """Set the jobs' session_id (the claim itself); with `taken`, add the rows as they now are to it."""
     if ids:
-        db.raw_in(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN", ids, args=[session_id],
-                  fetch=False, chunk=room(conn))
+        rows = db.raw_in(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN", ids,
+                         f" RETURNING {_JOB_COLS}" if taken is not None else "", args=[session_id],
+                         fetch=taken is not None, chunk=room(conn))
+        if taken is not None:
+            taken += rows
     return ids
 
 
