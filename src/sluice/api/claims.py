@@ -206,8 +206,8 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
             return []
         rows = taken if taken is not None else rows_in(conn, _JOB_COLS, "jobs", ids)
         app_ids = sorted({r[_APP_AT] for r in rows})
-        app_rows = db.raw(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN "
-                                f"({db.marks(conn, len(app_ids))})", app_ids)
+        app_rows = db.raw_in(conn, f"SELECT {', '.join(_APP_COLS)} FROM apps WHERE id IN", app_ids,
+                             chunk=room(conn))
     order = {jid: i for i, jid in enumerate(ids)}
     rows.sort(key=lambda r: order[r[0]])  # the most urgent first, then adjacent ids
     by_app = {a[0]: _app_fields(_on_machine(a, sel.machine)) for a in app_rows}
