@@ -49,3 +49,16 @@ def test_a_claimed_job_carries_every_field_of_its_row(ws: Workspace) -> None:
               "max_retries", "retry_count"):
         assert getattr(c, f) == getattr(row, f), f
     assert (c.app_name, c.app_env, c.postprocess) == ("sim", {"A": "1"}, "true")
+
+
+def test_a_claimed_jobs_json_fields_are_what_was_stored_whatever_their_kind(ws: Workspace) -> None:
+    """`data` may be any JSON value. On PostgreSQL the claim once decoded what psycopg had decoded already: a
+    string "[1]" came back as the list [1], and "hello" made the claim fail."""
+    ws.add_app("noop", "/bin/true")
+    values: list[Any] = ["hello", "[1]", "{}", 5, 2.5, True, None, [1, "a"], {"k": {"n": [None]}}, {}, []]
+    ids = ws.add_jobs([{"name": f"j{i}", "app": "noop", "data": v} for i, v in enumerate(values)])
+    sid = sessions.start(ws, job_mode="serial")
+    got = {c.id: c for c in claims.claim(ws, sid, Selection(), 100)}
+    assert [got[i].data for i in ids] == values
+    assert [type(got[i].data) for i in ids] == [type(v) for v in values]
+    assert [ws.job(i).data for i in ids] == values

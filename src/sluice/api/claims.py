@@ -217,7 +217,7 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
         vals = list(r)
         for i, _n, empty in _JSON_AT:
             v = vals[i]
-            if v is None or v.__class__ is str:  # psycopg hands JSON over decoded already
+            if v is None or v.__class__ is str:  # JSON as its text on every backend (db.raw's json_text)
                 fast = _JSON_FAST.get(v)  # most are {} / [] / null: no decode
                 vals[i] = fast() if fast is not None else (json.loads(v) if v is not None else
                                                            (empty() if empty is not None else None))
@@ -259,7 +259,7 @@ def _own(conn: Connection, session_id: int, ids: list[int], taken: list[tuple[An
     if ids:
         rows = db.raw_in(conn, f"UPDATE jobs SET session_id = {db.marks(conn, 1)} WHERE id IN", ids,
                          f" RETURNING {_JOB_COLS}" if taken is not None else "", args=[session_id],
-                         fetch=taken is not None, chunk=room(conn))
+                         fetch=taken is not None, chunk=room(conn), json_text=True)
         if taken is not None:
             taken += rows
     return ids
@@ -292,9 +292,11 @@ def rows_in(conn: Connection, cols: str, table: str, ids: list[int]) -> list[tup
     On SQLite the rows come back as one JSON array per statement: sqlite3 lets go of the GIL for each row it
     steps, and while the main loop computes, each row then waited for the GIL (up to the 5 ms switch interval):
     a claim of 3,300 jobs took 250-500 ms under load, a tenth of that alone. Numbers come back as SQLite's
-    JSON prints them (15 significant digits: ~10 us on a timestamp); JSON columns as their text."""
+    JSON prints them (15 significant digits: ~10 us on a timestamp); JSON columns as their text, on every backend
+    (psycopg decoded them: a job whose `data` was the JSON string "[1]" was claimed with the list [1], and "x"
+    failed the claim; and the text of {} and [], which most are, needs no decoding)."""
     if conn.dialect.name != "sqlite":
-        return db.raw_in(conn, f"SELECT {cols} FROM {table} WHERE id IN", ids, chunk=room(conn))
+        return db.raw_in(conn, f"SELECT {cols} FROM {table} WHERE id IN", ids, chunk=room(conn), json_text=True)
     out: list[tuple[Any, ...]] = []
     step = room(conn)
     for i in range(0, len(ids), step):

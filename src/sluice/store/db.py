@@ -255,16 +255,29 @@ def marks(conn: Connection, n: int) -> str:
     return ", ".join([m] * n)
 
 
-def raw(conn: Connection, sql: str, args: Sequence[Any] = (), *, fetch: bool = True) -> list[tuple[Any, ...]]:
+def raw(conn: Connection, sql: str, args: Sequence[Any] = (), *, fetch: bool = True,
+        json_text: bool = False) -> list[tuple[Any, ...]]:
     """One statement on the driver's cursor, in the caller's transaction: for the launcher's hot path, where
-    SQLAlchemy's per-statement work (compiling expanding IN lists) costs more than the database does."""
+    SQLAlchemy's per-statement work (compiling expanding IN lists) costs more than the database does.
+
+    `json_text`: JSON columns come back as their text on every backend (psycopg would decode them), for a caller
+    that decodes them itself."""
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if json_text and conn.dialect.driver == "psycopg":
+        _json_as_text(cur)
     try:
         with _as_sqlalchemy(conn, sql, args):
             cur.execute(sql, tuple(args))
             return [tuple(r) for r in cur.fetchall()] if fetch else []
     finally:
         cur.close()
+
+
+def _json_as_text(cur: Any) -> None:
+    from psycopg.types.string import TextLoader
+
+    for name in ("json", "jsonb"):
+        cur.adapters.register_loader(name, TextLoader)
 
 
 @contextmanager
@@ -288,23 +301,23 @@ ARRAY_CHUNK = 100_000
 
 
 def raw_in(conn: Connection, sql: str, ids: Sequence[Any], tail: str = "", chunk: int = 900, *,
-           args: Sequence[Any] = (), fetch: bool = True) -> list[tuple[Any, ...]]:
+           args: Sequence[Any] = (), fetch: bool = True, json_text: bool = False) -> list[tuple[Any, ...]]:
     """`sql` (ending in "IN") + "(ids...)" + `tail` through the driver, in chunks (SQLite's old 999-variable
     limit): big IN lists compiled by SQLAlchemy cost ~4 ms a statement, more than the query. `args` bind the
     marks in `sql` itself; `ids` are integers.
 
     On PostgreSQL the ids go as one array, `= ANY(%s::bigint[])`: a mark per id cost the driver ~6 us an id (it
     splits the query text in Python) and the server ~5 (parsing and binding), half that as an array; and the
-    statement's text no longer changes with the number of ids, so psycopg prepares it once."""
+    statement's text no longer changes with the number of ids, so psycopg prepares it once. `json_text` as raw's."""
     out: list[tuple[Any, ...]] = []
     if conn.dialect.name == "postgresql" and sql.endswith(" IN"):
         head = f"{sql[:-3]} = ANY(%s::bigint[]){tail}"
         for i in range(0, len(ids), ARRAY_CHUNK):
-            out += raw(conn, head, [*args, list(ids[i : i + ARRAY_CHUNK])], fetch=fetch)
+            out += raw(conn, head, [*args, list(ids[i : i + ARRAY_CHUNK])], fetch=fetch, json_text=json_text)
         return out
     for i in range(0, len(ids), chunk):
         part = list(ids[i : i + chunk])
-        out += raw(conn, f"{sql} ({marks(conn, len(part))}){tail}", [*args, *part], fetch=fetch)
+        out += raw(conn, f"{sql} ({marks(conn, len(part))}){tail}", [*args, *part], fetch=fetch, json_text=json_text)
     return out
 
 
