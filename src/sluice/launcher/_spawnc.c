@@ -7,12 +7,15 @@ copies the order into one malloc'd block under the GIL, and poll() hands back th
 
 Python API (sluice.launcher.cengine wraps it):
     Engine(efd, devnull, started_events)
-    spawn(id, exes, argv, cwd, envp, stdout, stderr, make_cwd) -> handle
+    spawn(id, exes, argv, cwd, envp, stdout, stderr, make_cwd, standby=False) -> handle
         exes: tuple of bytes (candidate paths); argv, envp: lists of bytes/str; cwd/stdout/stderr: bytes,
-        str or None (None: inherit cwd / /dev/null); stderr that `is` stdout shares one file
+        str or None (None: inherit cwd / /dev/null); stderr that `is` stdout shares one file; standby: start
+        it when the next task ends, on that task's thread (the end's event names it)
+    cancel(handle, id) -> bool            (a standby task taken back before it started: True)
     signal(handle, id, sig) -> None       (no effect once the task has ended)
-    poll() -> list of (handle, id, kind, code, pid, t)
-        kind 0 exit (code = rc, negative for a signal), 1 error (code = errno; pid = stage), 2 started
+    poll() -> list of (handle, id, kind, code, pid, t, next_handle, next_id)
+        kind 0 exit (code = rc, negative for a signal), 1 error (code = errno; pid = stage), 2 started;
+        next_handle: the standby task started in this end's place (-1: none)
     threads -> int;  close() -> None      (after every task has ended: stops and joins the threads)
 */
 #define PY_SSIZE_T_CLEAN
@@ -82,8 +85,9 @@ static char **put_list(char **cursor, char ***ptrs, PyObject **items, Py_ssize_t
 static PyObject *Engine_spawn(Engine *e, PyObject *args) {
     long long id;
     PyObject *exes, *argv, *envp, *cwd, *out, *err;
-    int make_cwd;
-    if (!PyArg_ParseTuple(args, "LOOOOOOp", &id, &exes, &argv, &cwd, &envp, &out, &err, &make_cwd)) return NULL;
+    int make_cwd, standby = 0;
+    if (!PyArg_ParseTuple(args, "LOOOOOOp|p", &id, &exes, &argv, &cwd, &envp, &out, &err, &make_cwd, &standby))
+        return NULL;
     if (e->closed) { PyErr_SetString(PyExc_RuntimeError, "engine closed"); return NULL; }
     PyObject **ex = NULL, **av = NULL, **ev = NULL, *one[3] = {NULL, NULL, NULL};
     Py_ssize_t nex = 0, nav = 0, nev = 0, size = 0, s;
@@ -125,9 +129,16 @@ done:
     release(ev, nev);
     for (int i = 0; i < 3; i++) Py_XDECREF(one[i]);
     if (!o) return NULL;
-    int slot = core_submit(&e->core, id, o);
+    int slot = core_submit(&e->core, id, o, standby);
     if (slot < 0) return PyErr_NoMemory();
     return PyLong_FromLong(slot);
+}
+
+static PyObject *Engine_cancel(Engine *e, PyObject *args) {
+    int slot;
+    long long id;
+    if (!PyArg_ParseTuple(args, "iL", &slot, &id)) return NULL;
+    return PyBool_FromLong(core_cancel(&e->core, slot, id));
 }
 
 static PyObject *Engine_signal(Engine *e, PyObject *args) {
@@ -144,7 +155,8 @@ static PyObject *Engine_poll(Engine *e, PyObject *Py_UNUSED(ignored)) {
     PyObject *list = PyList_New(count);
     for (ptrdiff_t i = 0; list && i < count; i++) {
         event_t *v = &evs[i];
-        PyObject *tup = Py_BuildValue("(iLiiid)", v->slot, v->id, v->kind, v->code, (int)v->pid, v->t);
+        PyObject *tup = Py_BuildValue("(iLiiidiL)", v->slot, v->id, v->kind, v->code, (int)v->pid, v->t,
+                                      v->next_slot, v->next_id);
         if (!tup) { Py_CLEAR(list); break; }
         PyList_SET_ITEM(list, i, tup);
     }
@@ -196,6 +208,7 @@ static void Engine_dealloc(Engine *e) {
 
 static PyMethodDef Engine_methods[] = {
     {"spawn", (PyCFunction)Engine_spawn, METH_VARARGS, "Queue one task's start; returns its handle."},
+    {"cancel", (PyCFunction)Engine_cancel, METH_VARARGS, "Take back a standby task that has not started."},
     {"signal", (PyCFunction)Engine_signal, METH_VARARGS, "Signal a task's process group, if it has not ended."},
     {"poll", (PyCFunction)Engine_poll, METH_NOARGS, "Events since the last call, without blocking."},
     {"close", (PyCFunction)Engine_close, METH_NOARGS, "Stop and join the task threads (every task ended)."},

@@ -53,16 +53,22 @@ class CEngine:
         return int(self._e.threads)
 
     def start(self, task: Task, args: list[str], cwd: str | None, env: Mapping[str, str], stdout: str | None,
-              stderr: str | None, make_cwd: bool) -> None:
+              stderr: str | None, make_cwd: bool, standby: bool = False) -> None:
         task.argv0, task.paths = args[0] if args else "", (cwd, stdout, stderr)
         try:
             task.handle = self._e.spawn(task.id, executables(args[0], env), args, cwd, env_list(env), stdout,
-                                        stdout if stderr == stdout else stderr, make_cwd)
+                                        stdout if stderr == stdout else stderr, make_cwd, standby)
         except (ValueError, TypeError, IndexError, OSError) as exc:
             self._failed.append((task, {"ev": "error", "id": task.id, "msg": f"cannot spawn {args[:1]!r}: {exc}"}))
             os.eventfd_write(self._efd, 1)
             return
         self._tasks[task.handle] = task
+
+    def cancel(self, task: Task) -> bool:
+        if task.handle < 0 or not self._e.cancel(task.handle, task.id):
+            return False
+        del self._tasks[task.handle]
+        return True
 
     def signal(self, task: Task, sig: int) -> None:
         task.signalled = True
@@ -72,16 +78,16 @@ class CEngine:
     def drain(self) -> list[tuple[Task, Event]]:
         out, self._failed = self._failed, []
         tasks = self._tasks
-        for handle, id, kind, code, pid, t in self._e.poll():
+        for handle, id, kind, code, pid, t, next_handle, next_id in self._e.poll():
             if kind == _STARTED:
                 out.append((tasks[handle], {"ev": "started", "id": id, "pid": pid, "t": t}))
                 continue
             task = tasks.pop(handle)
-            if kind == _EXIT:
-                out.append((task, {"ev": "exit", "id": id, "rc": code, "pid": pid, "t": t,
-                                   "timed_out": task.timed_out}))
-            else:
-                out.append((task, _error(task, code, pid)))
+            ev = {"ev": "exit", "id": id, "rc": code, "pid": pid, "t": t, "timed_out": task.timed_out} \
+                if kind == _EXIT else _error(task, code, pid)
+            if next_handle >= 0:
+                ev["next"] = next_id
+            out.append((task, ev))
         return out
 
     def close(self) -> None:

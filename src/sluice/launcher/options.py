@@ -51,6 +51,9 @@ class Options:
     queue: str | None = None
     machine: str | None = None
     loop_slice_us: int = 100  # the CPU slice the main loop asks for (latency.py); 0: the kernel's default
+    standby: bool = True
+    """Short one-core jobs wait in the spawner, each started the moment a task of this node ends (starts.py);
+    False: every start goes through the loop (benchmarks compare the two)."""
     simulate: bool = False
     """Benchmarks and tests only, never a CLI flag (launcher/simulate.py): every task is a timer of its job's
     `data["sim_s"]` seconds (else `sim_duration_s`) on simulated node agents; the database, claims, packing,

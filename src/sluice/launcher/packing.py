@@ -159,6 +159,32 @@ class NodePool:
         i = self.take_cores(need)
         return None if i is None else Placement(req.job_id, (self.nodes[i].name,), need, {})
 
+    def index(self, name: str) -> int | None:
+        """The index of the node called `name` (None: not in this pool)."""
+        return self._index.get(name)
+
+    def total_at(self, i: int) -> int:
+        """Cores of node `i`."""
+        return self._cores[i]
+
+    def free_at(self, i: int) -> int:
+        """Free cores of node `i` (none while an exclusive job holds it)."""
+        return 0 if self._taken[i] else self._free[i]
+
+    def take_at(self, i: int, need: int) -> bool:
+        """Take `need` cores of node `i` (a standby task takes the cores its predecessor left): False if
+        they are not free. The node's old heap entry goes stale and is skipped when it surfaces."""
+        f = self._free[i]
+        if self._taken[i] or need < 1 or f < need:
+            return False
+        if f == self._cores[i]:
+            self._n_idle -= 1
+        left = self._free[i] = f - need
+        self._free_total -= need
+        if left:
+            self._push(left, i)
+        return True
+
     def take_cores(self, need: int) -> int | None:
         """Take `need` cores of one node, best fit (see the class); the node's index, or None."""
         if need > self._free_total or need < 1:

@@ -190,8 +190,9 @@ class Runner:
         low = low_space(self.workdir(c))
         return None if low is None else f"disk full: job {c.id} exited {rc} with {low}"
 
-    def start(self, c: Claimed, p: Placement) -> None:
-        """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events."""
+    def start(self, c: Claimed, p: Placement, *, standby: bool = False) -> None:
+        """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events.
+        `standby`: on this node (LocalSpawner), when its next task ends (see spawn.py)."""
         cwd = self.workdir(c)
         made = c.id in self.prepared
         if made:
@@ -203,7 +204,7 @@ class Runner:
             self.local.report_error(sid, str(e))
             self.where[c.id] = self.local
             return
-        spawner = self.local if self.mode == "mpi" else self._spawner(p.nodes[0])
+        spawner = self.local if self.mode == "mpi" or standby else self._spawner(p.nodes[0])
         if spawner is not self.local:
             # the env is the launcher's (home node's): node-specific variables must name the task's node
             for k in _NODE_VARS:
@@ -214,12 +215,30 @@ class Runner:
             assert isinstance(spawner, SimAgent)
             spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out", stderr=f"{cwd}/{c.name}.err",
                           timeout=timeout, sim=task_of(c.data, self.sim_s))
+        elif standby:
+            assert isinstance(spawner, LocalSpawner)
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out",
+                          stderr=f"{cwd}/{c.name}.err", timeout=timeout, make_cwd=not made, standby=True)
         else:
             spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out",
                           stderr=f"{cwd}/{c.name}.err", timeout=timeout, make_cwd=not made)
         if isinstance(spawner, AgentClient):
             self._dirty.add(spawner)
         self.where[c.id] = spawner
+
+    @property
+    def can_stand_by(self) -> bool:
+        """Whether this node's spawner takes standby tasks (real processes, serial mode)."""
+        return isinstance(self.local, LocalSpawner) and self.mode == "serial"
+
+    def cancel(self, job_id: int) -> bool:
+        """Take back a standby job that has not started (True); False: it has (see LocalSpawner.cancel)."""
+        sid = self._sid.get(job_id)
+        if sid is None or not isinstance(self.local, LocalSpawner) or not self.local.cancel(sid):
+            return False
+        del self._sid[job_id], self._jid[sid]
+        self.where.pop(job_id, None)
+        return True
 
     def kill(self, job_id: int, sig: int = signal.SIGTERM) -> None:
         s = self.where.get(job_id)
@@ -258,6 +277,9 @@ class Runner:
                 out.append(ev)
                 continue
             ev["id"] = jid  # each event is a fresh dict from its spawner
+            nxt = ev.get("next")
+            if nxt is not None:
+                ev["next"] = self._jid.get(int(nxt), -1)
             if ev.get("ev") in ("exit", "error"):
                 del self._jid[sid]
                 if self._sid.get(jid) == sid:

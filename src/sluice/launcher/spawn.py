@@ -10,7 +10,9 @@ waits on a child, and ran 10,000 /bin/true jobs at 0.96 of the spawn ceiling ins
 pairs (bench/README.md).
 
 Threads are made on demand, one per task running or starting, and reused: a node never holds more than it
-ever ran at once.
+ever ran at once. A *standby* task (`spawn(..., standby=True)`) has no thread of its own: it starts on the
+thread of the next task to end, the moment that task is reaped, and that end's event names it ("next"). For
+tasks of a few ms this takes the loop off the path from one task to the next (see spawnc_core.c).
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ class LocalSpawner:
         self._by_id: dict[int, Task] = {}
         self._pending: list[Event] = []  # events made by the caller's thread
         self._timers: list[tuple[float, int, int, int]] = []  # (when, seq, id, signal)
+        self._standby: dict[int, float | None] = {}  # standby task id -> its wall time, timed from its start
         self._seq = 0
         self._closed = False
 
@@ -98,16 +101,28 @@ class LocalSpawner:
     def spawn(self, id: int, argv: Sequence[str], *, cwd: str | None = None,
               env: Mapping[str, str] | None = None, stdout: str | None = None,
               stderr: str | None = None, shell: bool = False, timeout: float | None = None,
-              make_cwd: bool = True) -> None:
+              make_cwd: bool = True, standby: bool = False) -> None:
         """Start one task; its exit (or an error) shows up in `poll_events`. `make_cwd=False`: the caller
-        made the directory already (the launcher does so off its hot loop)."""
+        made the directory already (the launcher does so off its hot loop). `standby`: start it when the
+        next task ends (the caller must have one running), in that task's place; `cancel` takes it back."""
         args = ["/bin/sh", "-c", " ".join(argv)] if shell else list(argv)
         task = Task(id)
         self._by_id[id] = task
         self._engine.start(task, args, cwd or None, os.environ if env is None else env, stdout, stderr,
-                           make_cwd and bool(cwd))
-        if timeout is not None:
+                           make_cwd and bool(cwd), standby)
+        if standby:
+            self._standby[id] = timeout
+        elif timeout is not None:
             self._timer(time.monotonic() + timeout, id, -signal.SIGTERM)
+
+    def cancel(self, id: int) -> bool:
+        """Take back a standby task that has not started: True, and it never will; False: it has started
+        (its predecessor's end, naming it, is in the next `poll_events`), or it is no standby."""
+        task = self._by_id.get(id)
+        if task is None or id not in self._standby or not self._engine.cancel(task):
+            return False
+        del self._by_id[id], self._standby[id]
+        return True
 
     def report_error(self, id: int, msg: str) -> None:
         """Queue an error event for ``id`` (a job that failed before it could be spawned)."""
@@ -162,10 +177,18 @@ class LocalSpawner:
             os.eventfd_read(self._efd)
         except BlockingIOError:
             pass
-        by_id = self._by_id
+        by_id, standby = self._by_id, self._standby
         for task, ev in self._engine.drain():
             if ev["ev"] != "started" and by_id.get(task.id) is task:
                 del by_id[task.id]
+            if standby:
+                nxt = ev.get("next")
+                if nxt is not None and (nxt := int(nxt)) in standby:  # it started: its wall time runs
+                    timeout = standby.pop(nxt)
+                    if timeout is not None:
+                        self._timer(time.monotonic() + timeout, nxt, -signal.SIGTERM)
+                if ev["ev"] == "error" and task.id in standby:  # refused before it could stand by
+                    del standby[task.id]
             events.append(ev)
         return events
 
@@ -176,11 +199,14 @@ class LocalSpawner:
         select.select([self._efd], [], [], timeout)
 
     def close(self, grace: float | None = None) -> list[Event]:
-        """TERM every task group, KILL what is left after ``grace``; return the final events."""
+        """TERM every task group, KILL what is left after ``grace``; return the final events. Standby tasks
+        that have not started are taken back, without an event: the caller takes them back first."""
         if self._closed:
             return self.poll_events()
         grace = self.kill_grace if grace is None else grace
         events = self.poll_events()
+        for id in list(self._standby):  # never started: nothing to stop, nothing to report
+            self.cancel(id)
         for task in list(self._by_id.values()):
             self._signal(task, signal.SIGTERM)
         deadline = time.monotonic() + grace

@@ -32,12 +32,15 @@ typedef struct {
     long long id;
     pid_t pid;
     double t;
+    int next_slot;         /* an end's successor: the standby task its thread starts next (-1: none) */
+    long long next_id;
 } event_t;
 
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     order_t *head, *tail;
+    order_t *sb_head, *sb_tail;  /* standby orders: each starts on the thread of the next task to end */
     task_t **slots;
     int nslots, *free_slots, nfree;
     event_t *events;
@@ -48,8 +51,11 @@ typedef struct {
 } core_t;
 
 void core_init(core_t *c, int efd, int devnull, int started);
-/* Queue a task (the order is the core's from here on); returns its slot, or -1 when out of memory. */
-int core_submit(core_t *c, long long id, order_t *o);
+/* Queue a task (the order is the core's from here on); returns its slot, or -1 when out of memory.
+   standby: start it on the thread of the next task to end (or fail to start), as that end's successor. */
+int core_submit(core_t *c, long long id, order_t *o, int standby);
+/* Take back a standby task not yet started: 1 (it never will), 0 (it has started or is not standing by). */
+int core_cancel(core_t *c, int slot, long long id);
 void core_signal(core_t *c, int slot, long long id, int sig);
 /* Every event since the last call (the caller frees the array); frees the slots of ended tasks. */
 event_t *core_take(core_t *c, ptrdiff_t *n);

@@ -9,6 +9,11 @@ delivered when it gets one, and a signalled task's leftovers get a KILL before t
 
 Threads are made on demand, one per task running or starting, and reused (as the Python engine's): the thread
 woken by its task's exit runs on the core that task just left and starts the next task there.
+
+A standby order waits for the next task to end: the thread that reaps that task takes it, under the same lock
+as the end's event (which names it as the end's successor), and starts it at once. The launcher's loop, busy
+with the database or waiting for the GIL, is then off the path from one short task to the next: its
+hand-over took ~0.27 ms a task on average, a fifth of a /bin/true task's turn on a slot.
 */
 #include "spawnc.h"
 
@@ -42,6 +47,7 @@ static int push_event(core_t *e, int slot, long long id, int kind, int code, pid
     }
     event_t *ev = &e->events[e->nevents++];
     ev->slot = slot; ev->id = id; ev->kind = kind; ev->code = code; ev->pid = pid; ev->t = now();
+    ev->next_slot = -1; ev->next_id = 0;
     return 0;
 }
 
@@ -51,11 +57,23 @@ static void wake(core_t *e) {
     do { r = write(e->efd, &one, sizeof one); } while (r < 0 && errno == EINTR);
 }
 
-static void report(core_t *e, int slot, long long id, int kind, int code, pid_t pid) {
+/* A task's end (its exit, or its failure to start): the event, and the standby order that this thread starts
+   next, if one waits. Both under one lock, so the loop never sees the end without its successor. */
+static order_t *finish(core_t *e, int slot, long long id, int kind, int code, pid_t pid) {
     pthread_mutex_lock(&e->mu);
-    push_event(e, slot, id, kind, code, pid);
+    order_t *next = NULL;
+    if (push_event(e, slot, id, kind, code, pid) == 0 && e->sb_head) {
+        next = e->sb_head;
+        e->sb_head = next->next;
+        if (!e->sb_head) e->sb_tail = NULL;
+        next->next = NULL;
+        event_t *ev = &e->events[e->nevents - 1];
+        ev->next_slot = next->slot;
+        ev->next_id = next->task->id;
+    }
     pthread_mutex_unlock(&e->mu);
     wake(e);
+    return next;
 }
 
 static int mkdir_p(char *path) {
@@ -131,7 +149,8 @@ static pid_t start_child(order_t *o, int devnull, int out, int err, int batch, i
     return pid;
 }
 
-static void run(core_t *e, order_t *o, int batch) {
+/* Start the order's task, wait for it, report its end; returns the standby order to run next (or NULL). */
+static order_t *run(core_t *e, order_t *o, int batch) {
     task_t *t = o->task;
     long long id = t->id;
     int out = e->devnull, err = e->devnull, rc = 0, stage = 0;
@@ -145,10 +164,7 @@ static void run(core_t *e, order_t *o, int batch) {
 fail:
     if (out != e->devnull) close(out);
     if (err != e->devnull && err != out) close(err);
-    if (rc) {
-        report(e, o->slot, id, K_ERROR, rc, stage);
-        return;
-    }
+    if (rc) return finish(e, o->slot, id, K_ERROR, rc, stage);
     pthread_mutex_lock(&e->mu);
     t->pid = pid;
     int early = t->early_sig;
@@ -166,7 +182,7 @@ fail:
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? -WTERMSIG(status) : status;
-    report(e, o->slot, id, K_EXIT, code, pid);
+    return finish(e, o->slot, id, K_EXIT, code, pid);
 }
 
 static void *serve(void *arg) {
@@ -187,8 +203,11 @@ static void *serve(void *arg) {
         e->head = o->next;
         if (!e->head) e->tail = NULL;
         pthread_mutex_unlock(&e->mu);
-        run(e, o, batch);
-        free(o);
+        while (o) {  /* a task, then the standby orders its ends handed over */
+            order_t *next = run(e, o, batch);
+            free(o);
+            o = next;
+        }
         pthread_mutex_lock(&e->mu);
         e->busy--;
     }
@@ -220,11 +239,18 @@ static int new_slot(core_t *e, long long id) {  /* under e->mu; -1: out of memor
 }
 
 
-int core_submit(core_t *e, long long id, order_t *o) {
+int core_submit(core_t *e, long long id, order_t *o, int standby) {
     pthread_mutex_lock(&e->mu);
     int slot = o->slot = new_slot(e, id);
     if (slot < 0) { pthread_mutex_unlock(&e->mu); free(o); return -1; }
     o->task = e->slots[slot];
+    o->next = NULL;
+    if (standby) {  /* no thread of its own: the next task to end hands over its thread */
+        if (e->sb_tail) e->sb_tail->next = o; else e->sb_head = o;
+        e->sb_tail = o;
+        pthread_mutex_unlock(&e->mu);
+        return slot;
+    }
     int rc = 0;
     if (e->busy >= e->threads) {  /* every thread is busy with a running task: one more */
         if (e->threads == e->cap_tids) {
@@ -248,6 +274,22 @@ int core_submit(core_t *e, long long id, order_t *o) {
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return slot;
+}
+
+int core_cancel(core_t *e, int slot, long long id) {
+    pthread_mutex_lock(&e->mu);
+    order_t *prev = NULL, *o = e->sb_head;
+    while (o && !(o->slot == slot && o->task->id == id)) { prev = o; o = o->next; }
+    if (o) {
+        if (prev) prev->next = o->next; else e->sb_head = o->next;
+        if (e->sb_tail == o) e->sb_tail = prev;
+        free(e->slots[slot]);
+        e->slots[slot] = NULL;
+        e->free_slots[e->nfree++] = slot;
+        free(o);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return o != NULL;
 }
 
 void core_signal(core_t *e, int slot, long long id, int sig) {
@@ -303,6 +345,7 @@ void core_stop(core_t *e) {
 void core_free(core_t *e) {
     for (int s = 0; s < e->nslots; s++) free(e->slots[s]);
     for (order_t *o = e->head; o;) { order_t *next = o->next; free(o); o = next; }
+    for (order_t *o = e->sb_head; o;) { order_t *next = o->next; free(o); o = next; }
     free(e->slots);
     free(e->free_slots);
     free(e->events);

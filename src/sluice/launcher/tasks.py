@@ -192,7 +192,12 @@ class Engine(Protocol):
     def threads(self) -> int: ...
 
     def start(self, task: Task, args: list[str], cwd: str | None, env: Mapping[str, str], stdout: str | None,
-              stderr: str | None, make_cwd: bool) -> None: ...
+              stderr: str | None, make_cwd: bool, standby: bool = False) -> None:
+        """standby: start it on the thread of the next task to end, at once; that end's event says so
+        ("next": this task's id), and the end's resources pass to it."""
+
+    def cancel(self, task: Task) -> bool:
+        """Take back a standby task that has not started (True); False: it has, or it is no standby."""
 
     def signal(self, task: Task, sig: int) -> None: ...
 
@@ -236,13 +241,18 @@ class ThreadEngine:
         self.started_events = started_events
         self._threads: list[threading.Thread] = []
         self._busy = 0  # orders handed over whose end `drain` has not yet returned
+        self.standby: deque[Order] = deque()  # under `lock`: each goes to the thread of the next end
 
     @property
     def threads(self) -> int:
         return len(self._threads)
 
     def start(self, task: Task, args: list[str], cwd: str | None, env: Mapping[str, str], stdout: str | None,
-              stderr: str | None, make_cwd: bool) -> None:
+              stderr: str | None, make_cwd: bool, standby: bool = False) -> None:
+        if standby:
+            with self.lock:
+                self.standby.append(Order(task, args, cwd, env, stdout, stderr, make_cwd))
+            return
         if self._busy >= len(self._threads):  # every thread is busy with a running task: one more
             t = threading.Thread(target=self.serve, name=f"sluice-spawn-{len(self._threads)}", daemon=True)
             try:
@@ -255,6 +265,14 @@ class ThreadEngine:
             self._threads.append(t)
         self._busy += 1
         self.orders.put(Order(task, args, cwd, env, stdout, stderr, make_cwd))
+
+    def cancel(self, task: Task) -> bool:
+        with self.lock:
+            for o in self.standby:
+                if o.task is task:
+                    self.standby.remove(o)
+                    return True
+        return False
 
     def signal(self, task: Task, sig: int) -> None:
         task.signalled = True
@@ -271,7 +289,7 @@ class ThreadEngine:
         done, out = self.done, []
         while done:
             item = done.popleft()
-            if item[1]["ev"] != "started":
+            if item[1]["ev"] != "started" and "next" not in item[1]:  # a successor keeps the thread busy
                 self._busy -= 1
             out.append(item)
         return out
@@ -284,14 +302,21 @@ class ThreadEngine:
         self._threads.clear()
 
     def serve(self) -> None:
-        orders, done, efd = self.orders, self.done, self.efd
+        orders, done, efd, lock, standby = self.orders, self.done, self.efd, self.lock, self.standby
+        order: Order | None
         while (order := orders.get()) is not None:
-            try:
-                ev = self.run(order)
-            except BaseException as e:  # never lose a task: whatever went wrong is its error
-                ev = {"ev": "error", "id": order.task.id, "msg": f"lost track of the task: {e!r}"}
-            done.append((order.task, ev))
-            os.eventfd_write(efd, 1)
+            while order is not None:  # a task, then the standby orders its ends hand over
+                try:
+                    ev = self.run(order)
+                except BaseException as e:  # never lose a task: whatever went wrong is its error
+                    ev = {"ev": "error", "id": order.task.id, "msg": f"lost track of the task: {e!r}"}
+                task, order = order.task, None
+                with lock:  # the end and its successor together: the loop never sees one without the other
+                    if standby:
+                        order = standby.popleft()
+                        ev["next"] = order.task.id
+                    done.append((task, ev))
+                os.eventfd_write(efd, 1)
 
     def run(self, o: Order) -> Event:
         task, args = o.task, o.args
