@@ -23,13 +23,6 @@ from sluice.launcher import cengine
 from sluice.launcher.spawn import LocalSpawner
 
 
-@pytest.fixture(params=["c", "python"])
-def engine(request: pytest.FixtureRequest) -> str:
-    if request.param == "c" and not cengine.AVAILABLE:
-        pytest.skip("the compiled engine was not built here (see test_the_compiled_engine_was_built...)")
-    return str(request.param)
-
-
 def _spawn_threads() -> int:
     return sum(t.name.startswith("sluice-spawn-") for t in threading.enumerate())
 

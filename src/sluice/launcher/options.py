@@ -89,6 +89,7 @@ class Summary:
     finished: int = 0
     failed: int = 0
     retried: int = 0
+    handed_over: int = 0  # of those started, how many as standby tasks (started by the engine, starts.py)
     seconds: float = 0.0
     reason: str = ""
     counts: dict[str, int] = field(default_factory=dict)

@@ -185,6 +185,7 @@ class Starts:
         self.pool.take_at(self.home, 1)  # the predecessor's end gave this node at least one core back
         self.running[jid] = (c, p, t)
         self.summary.started += 1
+        self.summary.handed_over += 1
         return Change(jid, c.state, S.RUNNING, None, at=t, fields={"session_id": self.session_id})
 
     def _ranks(self) -> int:
