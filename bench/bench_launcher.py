@@ -16,8 +16,11 @@ Also, in the same run:
   * --rss: peak RSS of a launcher process (subprocess) over a database with --rss-jobs queued jobs, run until
     it has finished --rss-run of them, vs the same process that only opens the workspace.
 
+  * the share of starts handed over by standby tasks (the spawn engine starts the next job the moment a task
+    ends, launcher/starts.py); --no-standby sends every start through the launcher's loop, for A/B runs.
+
     bench_launcher.py [--n 10000] [--runs 3] [--db sqlite|pg|mariadb|URL] [--dir DIR (e.g. /dev/shm)]
-                      [--parsl] [--pytask] [--rss] [--profile] [--json]
+                      [--parsl] [--pytask] [--rss] [--profile] [--no-standby] [--json]
 """
 from __future__ import annotations
 
@@ -57,7 +60,8 @@ def launcher_trial(a: argparse.Namespace, command: str, n: int, profile: bool = 
         c0, t0 = cpu_self(), time.perf_counter()
         if prof:
             prof.enable()
-        s = Launcher(ws, Options(status=False)).run()  # leaves once every job has ended (no idle wait)
+        # leaves once every job has ended (no idle wait)
+        s = Launcher(ws, Options(status=False, standby=not a.no_standby)).run()
         if prof:
             prof.disable()
         dt, c1 = time.perf_counter() - t0, cpu_self()
@@ -68,7 +72,8 @@ def launcher_trial(a: argparse.Namespace, command: str, n: int, profile: bool = 
         if prof:
             pstats.Stats(prof).sort_stats("tottime").print_stats(30)
         return {"rate": n / dt, "seconds": dt, "cpu_per_job_ms": 1000 * (user + system) / n,
-                "user_per_job_ms": 1000 * user / n, "sys_per_job_ms": 1000 * system / n, "reason": s.reason}
+                "user_per_job_ms": 1000 * user / n, "sys_per_job_ms": 1000 * system / n, "reason": s.reason,
+                "handed_over": s.handed_over / n}
 
 
 PARSL = textwrap.dedent("""
@@ -158,6 +163,8 @@ def main() -> None:
     ap.add_argument("--rss-run", type=int, default=2000)
     ap.add_argument("--profile", action="store_true", help="one cProfile'd launcher run (main thread), then exit")
     ap.add_argument("--engine", choices=["c", "python"], help="the spawn engine (default: the launcher's own choice)")
+    ap.add_argument("--no-standby", action="store_true",
+                    help="every start through the launcher's loop (Options(standby=False)), for A/B runs")
     add_db_arg(ap)
     a = ap.parse_args()
     if a.engine:
@@ -182,7 +189,8 @@ def main() -> None:
            "ratio": round(rate / c, 3),
            "cpu_per_job_ms": round(median([t["cpu_per_job_ms"] for t in trials]), 3),
            "user_per_job_ms": round(median([t["user_per_job_ms"] for t in trials]), 3),
-           "sys_per_job_ms": round(median([t["sys_per_job_ms"] for t in trials]), 3)}
+           "sys_per_job_ms": round(median([t["sys_per_job_ms"] for t in trials]), 3),
+           "handed_over": round(median([t["handed_over"] for t in trials]), 3), "standby": not a.no_standby}
     if a.parsl:
         ok = [p for p in parsls if "rate" in p]
         if ok:
@@ -212,7 +220,9 @@ def main() -> None:
             f"{res['ceiling_median']}/s: ratio "
             f"{res['ratio']:.2f} ({a.n} x /bin/true, {res['db']}, workspace under {res['dir']}, runs "
             f"{res['launcher_rates']}, ceilings {res['ceilings']}); launcher CPU {res['cpu_per_job_ms']:.3f} ms/job "
-            f"(user {res['user_per_job_ms']:.3f} + sys {res['sys_per_job_ms']:.3f})")
+            f"(user {res['user_per_job_ms']:.3f} + sys {res['sys_per_job_ms']:.3f}); "
+            + (f"{100 * res['handed_over']:.0f}% of starts handed over by standby" if res["standby"]
+               else "standby off"))
     if "parsl" in res:
         p = res["parsl"]
         line += ("; Parsl HTEX " + (f"{p['rate_median']}/s (ratio {p['ratio_to_ceiling']:.2f}; launcher is "
