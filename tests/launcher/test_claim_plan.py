@@ -160,3 +160,31 @@ def test_on_postgresql_the_claim_reads_the_partial_index_in_order(tmp_path: Any,
     sid = sessions.start(ws, job_mode="serial")
     got = claims.claim(ws, sid, SEL, 10, after={S.PREPROCESSED.value: ids[18_005]})
     assert [c.id for c in got] == [j for j in ids[18_006:18_030] if j % 2][:10]
+
+
+def test_asking_whether_anything_is_left_reads_no_table_from_end_to_end(sqlite_ws: Workspace,
+                                                                          traced: list[str]) -> None:
+    """A launcher out of work asks four times a second whether any job it could run has not ended; with
+    16 launchers on one database, a count of every such job (a scan) was the server's biggest cost."""
+    ws = sqlite_ws
+    campaign(ws)
+    with ws.engine.begin() as c:
+        c.exec_driver_sql("ANALYZE")
+    traced.clear()
+    assert claims.nothing_left(ws, SEL) is False
+    queries = [q for q in traced if "FROM jobs" in q]
+    assert len(queries) == 1, traced
+    with ws.engine.connect() as c:
+        plan = " | ".join(r[-1] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {queries[0]}").all())
+    assert "SCAN jobs" not in plan and "USING INDEX ix_jobs_state_id (state=?)" in plan, plan
+
+
+def test_nothing_is_left_once_every_job_the_selection_takes_has_ended(ws: Workspace) -> None:
+    ws.add_app("a", "run")
+    small, big = ws.add_jobs([{"name": "small", "app": "a"}, {"name": "big", "app": "a", "num_nodes": 8}])
+    assert claims.nothing_left(ws, SEL) is False
+    ws.kill(small)
+    assert claims.nothing_left(ws, SEL) is True  # the 8-node job is not this selection's
+    assert claims.nothing_left(ws, Selection(max_cores=64, max_nodes=8, serial_only=False)) is False
+    ws.kill(big)
+    assert claims.nothing_left(ws, Selection(max_cores=64, max_nodes=8, serial_only=False)) is True

@@ -62,3 +62,26 @@ def test_with_no_urgent_job_the_urgent_query_reads_the_urgent_index(pg_ws: Works
     sid = sessions.start(ws, job_mode="serial")
     got = claims.claim(ws, sid, SEL, 5)
     assert [c.id for c in got] == [urgent[2], urgent[1], urgent[0], ids[0], ids[1]]
+
+
+def test_asking_whether_anything_is_left_reads_the_state_index_and_stops(pg_ws: Workspace,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each EXISTS a plain index scan, which stops at its first job: neither a scan of `jobs` nor a bitmap,
+    which would read every job of a state first."""
+    ws = pg_ws
+    ws.add_jobs([{"name": f"j{i}", "app": "a"} for i in range(5_000)])
+    seen: list[str] = []
+    raw = claims.db.raw
+
+    def grab(conn: Any, sql: str, *a: Any, **k: Any) -> Any:
+        seen.append(sql)
+        return raw(conn, sql, *a, **k)
+
+    monkeypatch.setattr(claims.db, "raw", grab)
+    assert claims.nothing_left(ws, SEL) is False
+    monkeypatch.undo()
+    assert len(seen) == 1
+    with ws.read() as c:
+        claims._in_order(c)  # what nothing_left's transaction set
+        plan = "\n".join(r[0] for r in c.exec_driver_sql(f"EXPLAIN {seen[0]}").all())
+    assert "Seq Scan" not in plan and "Bitmap" not in plan and "Index Scan using ix_jobs_state_id" in plan, plan

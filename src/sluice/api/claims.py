@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Dialect, and_, or_, update
 
 from sluice.schema import JOB_NAMES, JSON_EMPTY, JSON_FIELDS, URGENT_SQL, JobRow
 from sluice.states import END, RUNNABLE, S
@@ -171,8 +171,8 @@ def _in_order(conn: Connection) -> None:
     thousand matching rows where there are a million, so the planner collected them all through a bitmap and
     sorted them for each claim (57 ms with 50,000 runnable jobs, growing with them)."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SET LOCAL enable_sort = off")
-        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off; "
+                             "SET LOCAL enable_seqscan = off")
 
 
 def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max_wall_min: float | None = None,
@@ -386,7 +386,14 @@ def killed(ws: WorkspaceBase, ids: list[int]) -> list[int]:
 
 
 def nothing_left(ws: WorkspaceBase, sel: Selection) -> bool:
-    """True when every job this launcher could ever run has ended (so waiting is pointless)."""
-    q = select(func.count()).select_from(jobs).where(jobs.c.state.not_in(sorted(END)), sel.where())
+    """True when every job this launcher could ever run has ended (so waiting is pointless). One EXISTS a
+    state that has not ended, each an index read that stops at the first job: a count of them all scanned
+    `jobs` (165 ms at 100,000 jobs on PostgreSQL), four times a second in each launcher out of work."""
     with ws.read() as conn:
-        return not conn.execute(q).scalar()
+        _in_order(conn)  # on PostgreSQL, a scan or a bitmap read every job of a state before the first came back
+        hint, cond = _HINT.get(conn.dialect.name, ("", "", ""))[1], _sel_sql(conn.dialect, sel)
+        probes = (f"EXISTS (SELECT 1 FROM jobs{hint} WHERE state = '{st.value}' AND {cond})" for st in _LIVE)
+        return not db.raw(conn, f"SELECT {' OR '.join(probes)}")[0][0]
+
+
+_LIVE = sorted(set(S) - END)
