@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import and_, event, select
 
-from sluice.api import Workspace, claims, sessions
+from sluice.api import Workspace, claims, lookups, sessions
 from sluice.api.claims import Selection
 from sluice.states import RUNNABLE, S
 from sluice.store.models import jobs
@@ -171,7 +171,7 @@ def test_asking_whether_anything_is_left_reads_no_table_from_end_to_end(sqlite_w
     with ws.engine.begin() as c:
         c.exec_driver_sql("ANALYZE")
     traced.clear()
-    assert claims.nothing_left(ws, SEL) is False
+    assert lookups.nothing_left(ws, SEL) is False
     queries = [q for q in traced if "FROM jobs" in q]
     assert len(queries) == 1, traced
     with ws.engine.connect() as c:
@@ -182,9 +182,9 @@ def test_asking_whether_anything_is_left_reads_no_table_from_end_to_end(sqlite_w
 def test_nothing_is_left_once_every_job_the_selection_takes_has_ended(ws: Workspace) -> None:
     ws.add_app("a", "run")
     small, big = ws.add_jobs([{"name": "small", "app": "a"}, {"name": "big", "app": "a", "num_nodes": 8}])
-    assert claims.nothing_left(ws, SEL) is False
+    assert lookups.nothing_left(ws, SEL) is False
     ws.kill(small)
-    assert claims.nothing_left(ws, SEL) is True  # the 8-node job is not this selection's
-    assert claims.nothing_left(ws, Selection(max_cores=64, max_nodes=8, serial_only=False)) is False
+    assert lookups.nothing_left(ws, SEL) is True  # the 8-node job is not this selection's
+    assert lookups.nothing_left(ws, Selection(max_cores=64, max_nodes=8, serial_only=False)) is False
     ws.kill(big)
-    assert claims.nothing_left(ws, Selection(max_cores=64, max_nodes=8, serial_only=False)) is True
+    assert lookups.nothing_left(ws, Selection(max_cores=64, max_nodes=8, serial_only=False)) is True

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sluice.api import Workspace, claims, sessions
+from sluice.api import Workspace, claims, lookups, sessions
 from sluice.api.claims import Selection
 from sluice.api.transitions import apply
 from sluice.states import RUNNABLE, Change, S
@@ -71,14 +71,14 @@ def test_asking_whether_anything_is_left_reads_the_state_index_and_stops(pg_ws: 
     ws = pg_ws
     ws.add_jobs([{"name": f"j{i}", "app": "a"} for i in range(5_000)])
     seen: list[str] = []
-    raw = claims.db.raw
+    raw = lookups.db.raw
 
     def grab(conn: Any, sql: str, *a: Any, **k: Any) -> Any:
         seen.append(sql)
         return raw(conn, sql, *a, **k)
 
-    monkeypatch.setattr(claims.db, "raw", grab)
-    assert claims.nothing_left(ws, SEL) is False
+    monkeypatch.setattr(lookups.db, "raw", grab)
+    assert lookups.nothing_left(ws, SEL) is False
     monkeypatch.undo()
     assert len(seen) == 1
     with ws.read() as c:

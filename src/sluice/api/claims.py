@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, Connection, Dialect, and_, or_, update
 
 from sluice.schema import JOB_NAMES, JSON_EMPTY, JSON_FIELDS, URGENT_SQL, JobRow
-from sluice.states import END, RUNNABLE, S
+from sluice.states import RUNNABLE, S
 from sluice.store import db
 from sluice.store.models import CLAIMABLE, claimable_sql, jobs
 
@@ -154,14 +154,6 @@ _HOT_PRAGMAS = ("PRAGMA cache_size = -65536", "PRAGMA mmap_size = 268435456")
 through a 256 MiB map. At a million jobs the B-tree pages of a claim or a batch of changes were mostly not in the
 cache, each a pread from the kernel: 25-35% of the launcher's CPU was system time, and jobs/s rose by 10-25%
 with both (interleaved runs, 200,000 simulated jobs)."""
-
-
-def available(ws: WorkspaceBase, sel: Selection, states: frozenset[str]) -> bool:
-    """Whether any job in `states` matching `sel` is unowned now: a read, which on SQLite waits for no writer
-    (a claim that finds nothing still waited for the database's one write lock)."""
-    with ws.read() as conn:
-        _in_order(conn)
-        return any(db.raw(conn, state_sql(conn, sel, st, 1, lock=False)) for st in sorted(states))
 
 
 def _in_order(conn: Connection) -> None:
@@ -372,28 +364,3 @@ def unclaim_in(conn: Connection, session_id: int, ids: list[int]) -> None:
     for i in range(0, len(ids), db.CHUNK):
         conn.execute(update(jobs).where(jobs.c.id.in_(ids[i : i + db.CHUNK]), jobs.c.session_id == session_id,
                                         jobs.c.state != S.RUNNING).values(session_id=None))
-
-
-def killed(ws: WorkspaceBase, ids: list[int]) -> list[int]:
-    """Which of these (running) jobs a user has killed meanwhile."""
-    if not ids:
-        return []
-    with ws.read() as conn:
-        m = db.marks(conn, 1)
-        rows = db.raw_in(conn, f"SELECT id FROM jobs WHERE state = {m} AND id IN", ids, args=[S.USER_KILLED.value],
-                         chunk=room(conn))
-    return [int(r[0]) for r in rows]
-
-
-def nothing_left(ws: WorkspaceBase, sel: Selection) -> bool:
-    """True when every job this launcher could ever run has ended (so waiting is pointless). One EXISTS a
-    state that has not ended, each an index read that stops at the first job: a count of them all scanned
-    `jobs` (165 ms at 100,000 jobs on PostgreSQL), four times a second in each launcher out of work."""
-    with ws.read() as conn:
-        _in_order(conn)  # on PostgreSQL, a scan or a bitmap read every job of a state before the first came back
-        hint, cond = _HINT.get(conn.dialect.name, ("", "", ""))[1], _sel_sql(conn.dialect, sel)
-        probes = (f"EXISTS (SELECT 1 FROM jobs{hint} WHERE state = '{st.value}' AND {cond})" for st in _LIVE)
-        return not db.raw(conn, f"SELECT {' OR '.join(probes)}")[0][0]
-
-
-_LIVE = sorted(set(S) - END)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from sluice.api import Workspace, claims, sessions
+from sluice.api import Workspace, claims, lookups, sessions
 from sluice.api.claims import Claimed, Selection
 from sluice.errors import one_line
 from sluice.launcher.faults import is_full, reason
@@ -166,7 +166,7 @@ class Source(threading.Thread):
                     next_processable = now + (0.0 if took else 0.5)  # an empty write transaction is not free
                     got += took
                 if not got and progress.settled():
-                    self.nothing_left = ws.retry(lambda: claims.nothing_left(ws, self.selection), attempts=20)
+                    self.nothing_left = ws.retry(lambda: lookups.nothing_left(ws, self.selection), attempts=20)
                     if self.nothing_left:
                         self.wake()
                 if time.monotonic() >= next_recover:
@@ -209,7 +209,7 @@ class Source(threading.Thread):
         # with `[transfers] where = "service"` the service stages jobs in on the login node: a compute node
         # without network never takes a READY job, only jobs whose data is in place
         states = PROCESSABLE - {S.READY} if self.ws.config.transfers.where == "service" else PROCESSABLE
-        if not claims.available(self.ws, self.selection, states):  # a read: no wait behind the writer
+        if not lookups.available(self.ws, self.selection, states):  # a read: no wait behind the writer
             return 0
         got = claims.claim(self.ws, self.session_id, self.selection, n, states=states)
         for c in got:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from sluice.api import Workspace, claims, sessions
+from sluice.api import Workspace, lookups, sessions
 from sluice.api.transitions import write_changes
 from sluice.launcher.faults import again, reason
 from sluice.states import Change
@@ -115,7 +115,7 @@ class Writer(threading.Thread):
                 if now >= next_kill_check:
                     ids = self.running_ids()
                     if ids:
-                        dead = claims.killed(ws, ids)
+                        dead = lookups.killed(ws, ids)
                         if dead:
                             self.on_killed(dead)
                         # once a second, or less often when tens of thousands run (each id is a lookup)
