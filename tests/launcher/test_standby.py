@@ -193,3 +193,27 @@ def test_an_urgent_job_claimed_while_others_stand_by_starts_before_them(sqlite_w
     began = {j: next(e.timestamp for e in ws.history(j) if e.to_state == S.RUNNING) for j in (short, shot)}
     assert began[shot] < began[short], began
     assert ws.count(state=S.JOB_FINISHED) == launcher.pool.total_cores + 2
+
+
+def test_no_more_standbys_than_tasks_whose_end_would_start_them(sqlite_ws: Workspace,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """One task holding every core ends once: one standby, not one per core (the rest would wait it out)."""
+    monkeypatch.setattr(starts, "STANDBY_MAX_WAIT_S", 30.0)
+    ws = sqlite_ws
+    launcher = Launcher(ws, Options(idle_timeout=0.5, status=False))
+    launcher.quick = 0.0
+    cores = launcher.pool.total_cores
+    ws.add_app("nap", "sleep 1.5")
+    ws.add_app("stamp", "/bin/sh -c 'date +%s%N; date +%s%N'")
+    ws.add_jobs([{"name": "wide", "app": "nap", "threads_per_rank": cores}])
+    ws.add_jobs([{"name": f"s{i}", "app": "stamp"} for i in range(cores + 1)])
+    t = threading.Thread(target=launcher.run)
+    t.start()
+    end = time.monotonic() + 10
+    while not launcher.standby and time.monotonic() < end:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    waiting = len(launcher.standby)
+    t.join(30)
+    assert waiting == 1
+    assert ws.count(state=S.JOB_FINISHED) == cores + 2

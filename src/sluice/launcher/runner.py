@@ -231,6 +231,10 @@ class Runner:
         """Whether this node's spawner takes standby tasks (real processes, serial mode)."""
         return isinstance(self.local, LocalSpawner) and self.mode == "serial"
 
+    def local_tasks(self) -> int:
+        """Tasks this node's spawner holds (running or starting, standbys included)."""
+        return self.local.running if isinstance(self.local, LocalSpawner) else 0
+
     def cancel(self, job_id: int) -> bool:
         """Take back a standby job that has not started (True); False: it has (see LocalSpawner.cancel)."""
         sid = self._sid.get(job_id)

@@ -155,7 +155,8 @@ class Starts:
         if pool.free_at(home) or self.throttled or self.stopping or opts.max_jobs is not None \
                 or opts.max_ranks or opts.launch_interval_s:
             return
-        room = pool.total_at(home) - len(self.standby)
+        waiting = len(self.standby)  # each end takes one: no more than there are tasks to end
+        room = min(pool.total_at(home), self.runner.local_tasks() - waiting) - waiting
         pending, d, node = self.pending, self.deadline, (pool.names[home],)
         while room > 0 and pending:
             c = pending[0]
