@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from tests.launcher.test_agent import collect
 
+from sluice import environ
 from sluice.api import Workspace
 from sluice.launcher import starts
 from sluice.launcher.launcher import Launcher, Options
@@ -102,9 +103,11 @@ def _most_at_once(spans: list[tuple[int, int]]) -> int:
     return most
 
 
-def test_short_jobs_are_handed_over_and_never_run_more_at_once_than_cores(sqlite_ws: Workspace) -> None:
+def test_short_jobs_are_handed_over_and_never_run_more_at_once_than_cores(sqlite_ws: Workspace, engine: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Each job writes the time it started and the time it ended: however starts are handed over, no more
-    tasks run at once than the node has cores, and every job runs once."""
+    tasks run at once than the node has cores, and every job runs once (on either spawn engine)."""
+    monkeypatch.setenv(environ.SPAWN_ENGINE, engine)
     ws = sqlite_ws
     ws.add_app("stamp", "/bin/sh -c 'date +%s%N; date +%s%N'")
     ids = ws.add_jobs([{"name": f"s{i}", "app": "stamp"} for i in range(300)])
