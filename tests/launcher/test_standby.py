@@ -220,3 +220,18 @@ def test_no_more_standbys_than_tasks_whose_end_would_start_them(sqlite_ws: Works
     t.join(30)
     assert waiting == 1
     assert ws.count(state=S.JOB_FINISHED) == cores + 2
+
+
+def test_a_local_allocation_of_several_nodes_never_runs_more_at_once_than_its_cores(sqlite_ws: Workspace) -> None:
+    """On a "local" allocation every node's tasks start from this process, so an end on one node cannot hand
+    its core to a standby of another: no standbys there, and never more tasks at once than cores."""
+    from sluice.launcher.nodes import Allocation, Node
+
+    ws = sqlite_ws
+    ws.add_app("stamp", "/bin/sh -c 'date +%s%N; date +%s%N'")
+    ids = ws.add_jobs([{"name": f"s{i}", "app": "stamp"} for i in range(200)])
+    alloc = Allocation("local", (Node("n0", 1), Node("n1", 1)), None, None)
+    launcher = Launcher(ws, Options(idle_timeout=0.5, status=False), alloc=alloc)
+    s = launcher.run()
+    assert ws.count(state=S.JOB_FINISHED) == 200 and s.handed_over == 0, s
+    assert _most_at_once(_intervals(ws, ids)) <= 2

@@ -228,8 +228,11 @@ class Runner:
 
     @property
     def can_stand_by(self) -> bool:
-        """Whether this node's spawner takes standby tasks (real processes, serial mode)."""
-        return isinstance(self.local, LocalSpawner) and self.mode == "serial"
+        """Whether this node's spawner takes standby tasks: real processes, serial mode, and only this node's
+        tasks in it. A "local" allocation of several nodes starts all their tasks from here, and an end on one
+        node would hand its core to a standby of another."""
+        return isinstance(self.local, LocalSpawner) and self.mode == "serial" \
+            and (self.alloc.kind != "local" or len(self.alloc.nodes) == 1)
 
     def local_tasks(self) -> int:
         """Tasks this node's spawner holds (running or starting, standbys included)."""

@@ -15,6 +15,7 @@ to the front of the queue; the launcher's stop takes them all back.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,8 @@ from sluice.launcher.options import Options, Summary
 from sluice.launcher.packing import NodePool, Placement, Request
 from sluice.launcher.spawn import Event
 from sluice.states import Change, S
+
+log = logging.getLogger("sluice.launcher")
 
 STANDBY_BELOW_S = 0.05
 """Tasks stand by only while this node's tasks run shorter than this on average: for longer ones the loop's
@@ -181,9 +184,12 @@ class Starts:
         entry = self.standby.pop(jid, None)
         if entry is None:
             return None
-        c, p, _ = entry
+        c, placed, _ = entry
+        p: Placement | None = placed
         assert self.home is not None
-        self.pool.take_at(self.home, 1)  # the predecessor's end gave this node at least one core back
+        if not self.pool.take_at(self.home, 1):  # the predecessor's end gave this node a core back: a bug
+            log.error("job %s started in a standby's place with no core free on its node", jid)
+            p = None  # running, but holding no core: its end gives none back
         self.running[jid] = (c, p, t)
         self.summary.started += 1
         self.summary.handed_over += 1
