@@ -10,12 +10,10 @@ the urgent-first claim, never a scan or a sort of them all.
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import and_, event, select
+from sqlalchemy import and_, select
 
 from sluice.api import Workspace, claims, lookups, sessions
 from sluice.api.claims import Selection
@@ -23,22 +21,6 @@ from sluice.states import RUNNABLE, S
 from sluice.store.models import jobs
 
 SEL = Selection(max_cores=64)
-
-
-@pytest.fixture
-def traced(sqlite_ws: Workspace) -> Iterator[list[str]]:
-    """Every SQL statement the workspace's connections run from here on."""
-    seen: list[str] = []
-
-    def trace(dbapi: Any, _record: Any) -> None:
-        if isinstance(dbapi, sqlite3.Connection):
-            dbapi.set_trace_callback(seen.append)
-
-    event.listen(sqlite_ws.engine, "connect", trace)
-    sqlite_ws.engine.dispose()
-    yield seen
-    event.remove(sqlite_ws.engine, "connect", trace)
-    sqlite_ws.engine.dispose()
 
 
 def campaign(ws: Workspace, n: int = 6000) -> list[int]:
@@ -153,7 +135,7 @@ def test_on_postgresql_the_claim_reads_the_partial_index_in_order(tmp_path: Any,
     with ws.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.exec_driver_sql("VACUUM ANALYZE jobs")
     with ws.engine.begin() as c:
-        claims._in_order(c)
+        claims.in_order(c)
         sql = claims.state_sql(c, SEL, S.PREPROCESSED, 2000, after=100).replace("%%", "%")
         plan = "\n".join(r[0] for r in c.exec_driver_sql(f"EXPLAIN {sql}").all())
     assert "Index Scan using ix_jobs_claim_preprocessed" in plan and "Sort" not in plan and "Bitmap" not in plan, plan

@@ -29,31 +29,15 @@ def test_with_more_kills_in_range_than_jobs_asked_about_each_is_looked_up(ws: Wo
     assert lookups.killed(ws, [ids[0], ids[5], ids[-1]]) == [ids[5], ids[-1]]
 
 
-def test_on_sqlite_killed_reads_a_range_of_the_state_index(sqlite_ws: Workspace) -> None:
-    import sqlite3
-    from typing import Any
-
-    from sqlalchemy import event
-
+def test_on_sqlite_killed_reads_a_range_of_the_state_index(sqlite_ws: Workspace, traced: list[str]) -> None:
     ws = sqlite_ws
     ws.add_app("a", "run")
     ids = ws.add_jobs([{"name": f"j{i}", "app": "a"} for i in range(3000)])
     with ws.engine.begin() as c:
         c.exec_driver_sql("ANALYZE")
-    seen: list[str] = []
-
-    def trace(dbapi: Any, _record: Any) -> None:
-        if isinstance(dbapi, sqlite3.Connection):
-            dbapi.set_trace_callback(seen.append)
-
-    event.listen(ws.engine, "connect", trace)
-    ws.engine.dispose()
-    try:
-        assert lookups.killed(ws, ids[100:2000]) == []
-    finally:
-        event.remove(ws.engine, "connect", trace)
-        ws.engine.dispose()
-    (q,) = [s for s in seen if "FROM jobs" in s]
+    traced.clear()
+    assert lookups.killed(ws, ids[100:2000]) == []
+    (q,) = [s for s in traced if "FROM jobs" in s]
     with ws.engine.connect() as c:
         plan = " | ".join(r[-1] for r in c.exec_driver_sql(f"EXPLAIN QUERY PLAN {q}").all())
     assert "SCAN" not in plan and "ix_jobs_state_id (state=? AND id>? AND id<?)" in plan, plan

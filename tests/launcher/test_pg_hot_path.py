@@ -82,6 +82,6 @@ def test_asking_whether_anything_is_left_reads_the_state_index_and_stops(pg_ws: 
     monkeypatch.undo()
     assert len(seen) == 1
     with ws.read() as c:
-        claims._in_order(c)  # what nothing_left's transaction set
+        claims.in_order(c)  # what nothing_left's transaction set
         plan = "\n".join(r[0] for r in c.exec_driver_sql(f"EXPLAIN {seen[0]}").all())
     assert "Seq Scan" not in plan and "Bitmap" not in plan and "Index Scan using ix_jobs_state_id" in plan, plan

@@ -156,7 +156,7 @@ cache, each a pread from the kernel: 25-35% of the launcher's CPU was system tim
 with both (interleaved runs, 200,000 simulated jobs)."""
 
 
-def _in_order(conn: Connection) -> None:
+def in_order(conn: Connection) -> None:
     """On PostgreSQL, for the rest of this transaction: read the index in id order and stop at the LIMIT.
 
     Why: the selection's conditions (num_nodes <= 1 AND num_nodes = 1 AND ...) multiply into an estimate of a
@@ -182,7 +182,7 @@ def claim(ws: WorkspaceBase, session_id: int, sel: Selection, limit: int, *, max
         taken: list[tuple[Any, ...]] | None = [] if conn.dialect.name == "postgresql" else None
         ids = _own(conn, session_id, _ids(conn, urgent_sql(conn, sel, states, limit, max_wall_min)), taken)
         if len(ids) < limit:  # then the rest in id order, one state at a time through the (state, id) index
-            _in_order(conn)
+            in_order(conn)
             rest: list[int] = []
             for st in sorted(states):
                 start = (after or {}).get(st, 0)
@@ -302,12 +302,19 @@ def rows_in(conn: Connection, cols: str, table: str, ids: list[int]) -> list[tup
 _HINT = {"sqlite": (" INDEXED BY ix_jobs_urgent", " INDEXED BY ix_jobs_state_id", " INDEXED BY ix_jobs_claim_")}
 """SQLite's planner, after ANALYZE (which PRAGMA optimize runs too) on a million jobs, once chose a full scan of
 `jobs` for the claim (0.2 s a claim): the index is named, so no statistics can change the plan."""
+
+
+def state_hint(conn: Connection) -> str:
+    """What names ix_jobs_state_id (state, id) for this dialect's planner ("" where none is needed)."""
+    return _HINT.get(conn.dialect.name, ("", "", ""))[1]
+
+
 _PARTIAL = ("sqlite", "postgresql")
 """Where the ix_jobs_claim_<state> indexes exist (store/models.py): runnable states are claimed through them."""
 
 
 @functools.lru_cache(maxsize=256)
-def _sel_sql(dialect: Dialect, sel: Selection) -> str:
+def sel_sql(dialect: Dialect, sel: Selection) -> str:
     """The selection's conditions as SQL for this dialect, values inlined (escaped by SQLAlchemy, with %
     doubled where the driver reads placeholders)."""
     return str(sel.where().compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
@@ -316,7 +323,7 @@ def _sel_sql(dialect: Dialect, sel: Selection) -> str:
 def _tail(conn: Connection, sel: Selection, max_wall_min: float | None, unowned: str = "session_id IS NULL") -> str:
     wall = "" if max_wall_min is None else \
         f" AND (wall_time_min IS NULL OR wall_time_min <= {float(max_wall_min)!r})"
-    return f" AND {unowned} AND {_sel_sql(conn.dialect, sel)}{wall}"
+    return f" AND {unowned} AND {sel_sql(conn.dialect, sel)}{wall}"
 
 
 def urgent_sql(conn: Connection, sel: Selection, states: frozenset[str], n: int,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sluice.api.claims import _HINT, Selection, _in_order, _sel_sql, room, state_sql
+from sluice.api.claims import Selection, in_order, room, sel_sql, state_hint, state_sql
 from sluice.states import END, S
 from sluice.store import db
 
@@ -24,7 +24,7 @@ def available(ws: WorkspaceBase, sel: Selection, states: frozenset[str]) -> bool
     """Whether any job in `states` matching `sel` is unowned now: a read, which on SQLite waits for no writer
     (a claim that finds nothing still waited for the database's one write lock)."""
     with ws.read() as conn:
-        _in_order(conn)
+        in_order(conn)
         return any(db.raw(conn, state_sql(conn, sel, st, 1, lock=False)) for st in sorted(states))
 
 
@@ -33,8 +33,8 @@ def nothing_left(ws: WorkspaceBase, sel: Selection) -> bool:
     state that has not ended, each an index read that stops at the first job: a count of them all scanned
     `jobs` (165 ms at 100,000 jobs on PostgreSQL), four times a second in each launcher out of work."""
     with ws.read() as conn:
-        _in_order(conn)  # on PostgreSQL, a scan or a bitmap read every job of a state before the first came back
-        hint, cond = _HINT.get(conn.dialect.name, ("", "", ""))[1], _sel_sql(conn.dialect, sel)
+        in_order(conn)  # on PostgreSQL, a scan or a bitmap read every job of a state before the first came back
+        hint, cond = state_hint(conn), sel_sql(conn.dialect, sel)
         probes = (f"EXISTS (SELECT 1 FROM jobs{hint} WHERE state = '{st.value}' AND {cond})" for st in _LIVE)
         return not db.raw(conn, f"SELECT {' OR '.join(probes)}")[0][0]
 
@@ -50,8 +50,8 @@ def killed(ws: WorkspaceBase, ids: list[int]) -> list[int]:
         return []
     want = set(ids)
     with ws.read() as conn:
-        _in_order(conn)
-        m, hint = db.marks(conn, 1), _HINT.get(conn.dialect.name, ("", "", ""))[1]
+        in_order(conn)
+        m, hint = db.marks(conn, 1), state_hint(conn)
         rows = db.raw(conn, f"SELECT id FROM jobs{hint} WHERE state = {m} AND id >= {m} AND id <= {m} "
                             f"ORDER BY id LIMIT {len(want) + 1}", [S.USER_KILLED.value, min(want), max(want)])
         if len(rows) > len(want):

@@ -211,17 +211,17 @@ class Runner:
                 if k in env:
                     env[k] = p.nodes[0]
         timeout = c.wall_time_min * 60 if c.wall_time_min else None
+        out, err = f"{cwd}/{c.name}.out", f"{cwd}/{c.name}.err"
         if self.sim_s is not None:
             assert isinstance(spawner, SimAgent)
-            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out", stderr=f"{cwd}/{c.name}.err",
-                          timeout=timeout, sim=task_of(c.data, self.sim_s))
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout,
+                          sim=task_of(c.data, self.sim_s))
         elif standby:
             assert isinstance(spawner, LocalSpawner)
-            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out",
-                          stderr=f"{cwd}/{c.name}.err", timeout=timeout, make_cwd=not made, standby=True)
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout, make_cwd=not made,
+                          standby=True)
         else:
-            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=f"{cwd}/{c.name}.out",
-                          stderr=f"{cwd}/{c.name}.err", timeout=timeout, make_cwd=not made)
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout, make_cwd=not made)
         if isinstance(spawner, AgentClient):
             self._dirty.add(spawner)
         self.where[c.id] = spawner

@@ -191,9 +191,13 @@ class Starts:
             log.error("job %s started in a standby's place with no core free on its node", jid)
             p = None  # running, but holding no core: its end gives none back
         self.running[jid] = (c, p, t)
-        self.summary.started += 1
         self.summary.handed_over += 1
-        return Change(jid, c.state, S.RUNNING, None, at=t, fields={"session_id": self.session_id})
+        return self._started(c, t)
+
+    def _started(self, c: Claimed, t: float) -> Change:
+        """A job that started outside `_launch` (a standby): counted, and its RUNNING at `t`."""
+        self.summary.started += 1
+        return Change(c.id, c.state, S.RUNNING, None, at=t, fields={"session_id": self.session_id})
 
     def _ranks(self) -> int:
         return sum(c.ranks_per_node * c.num_nodes for c, _, _ in self.running.values())
@@ -205,25 +209,21 @@ class Starts:
             if kind not in ("exit", "error"):
                 continue
             jid = int(ev["id"])
-            nxt = ev.get("next")
             entry = self.running.pop(jid, None)
-            if entry is None:
-                sb = self.standby.pop(jid, None)  # refused before it could stand by: it started and failed
-                if sb is None:
-                    if nxt is not None and (run := self._succeed(int(nxt), float(ev.get("t") or time.time()))):
-                        out.append(run)
-                    continue
-                entry = (sb[0], None, float(ev.get("t") or sb[2]))
-                self.summary.started += 1
-                out.append(Change(jid, sb[0].state, S.RUNNING, None, at=entry[2],
-                                  fields={"session_id": self.session_id}))
-            c, p, t0 = entry
-            if p is not None:
+            if entry is None and (sb := self.standby.pop(jid, None)) is not None:
+                t = float(ev.get("t") or sb[2])  # refused before it could stand by: it started and failed
+                entry = (sb[0], None, t)
+                out.append(self._started(sb[0], t))
+            if entry is not None and (p := entry[1]) is not None:
                 self.pool.release(p)
                 if self.home is not None and p.nodes[0] == self.pool.names[self.home] and "t" in ev:
-                    self.quick += 0.1 * (float(ev["t"]) - t0 - self.quick)
+                    self.quick += 0.1 * (float(ev["t"]) - entry[2] - self.quick)
+            nxt = ev.get("next")
             if nxt is not None and (run := self._succeed(int(nxt), float(ev.get("t") or time.time()))):
                 out.append(run)  # after the end gave its cores back: the successor takes one of them
+            if entry is None:
+                continue
+            c = entry[0]
             self.ended += 1
             if jid in self.user_killed:
                 self.user_killed.discard(jid)
