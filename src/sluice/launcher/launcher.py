@@ -64,6 +64,7 @@ class Launcher(Starts):
         self.standby: dict[int, tuple[Claimed, Any, float]] = {}
         self.home: int | None = None  # set by run() where standby tasks may be used
         self.quick = 1.0  # until tasks show they are short, none stands by
+        self.run_s = 0.0
         self.stopping_ids: set[int] = set()
         self.user_killed: set[int] = set()
         self.to_kill: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
@@ -79,7 +80,7 @@ class Launcher(Starts):
         if self.opts.max_ranks:
             self.capacity = min(self.capacity, self.opts.max_ranks)
         mu = self.opts.max_unwritten
-        self.max_unwritten = max(20_000, self.capacity) if mu is None else mu
+        self.max_unwritten = max(20_000, 2 * self.capacity) if mu is None else mu
         self.session_id = 0
         self.actor = "launcher"
         self.deadline: float | None = None  # when to stop (the allocation's end less a margin), set by run()

@@ -34,10 +34,10 @@ class Options:
     flush_interval: float = 0.05
     max_unwritten: int | None = None
     """State changes the launcher may hold that the database does not show yet: past this, no job starts
-    until the writer catches up. None: one per slot of the allocation, at least 20,000 (the ends and restarts
-    of one round of the allocation, which a burst of ends needs). Without a bound a launcher outrunning its
-    database (zero-length jobs on 65,536 slots) held 180,000 changes, 9 s of writing, all re-run after a kill
-    -9; at 20,000 on that allocation, 10 s jobs that end in waves found their restarts held back."""
+    until the writer catches up. None: two per slot of the allocation, at least 20,000 (a job's end and its
+    slot's restart: one round of the allocation, which a burst of ends needs). Without a bound a launcher
+    outrunning its database (zero-length jobs on 65,536 slots) held 180,000 changes, 9 s of writing, all re-run
+    after a kill -9; at one a slot, 10 s jobs ending in waves stopped every start for 1-1.5 s in each wave."""
     heartbeat_s: float = 10.0
     stale_after_s: float = 60.0
     end_margin_s: float | None = None

@@ -34,6 +34,10 @@ class Progress(Protocol):
         """Running jobs that have ended so far (the pace claims follow)."""
 
     @property
+    def run_s(self) -> float:
+        """How long tasks run, a moving average (s)."""
+
+    @property
     def started(self) -> int:
         """Jobs started so far (against --max-jobs)."""
 
@@ -93,19 +97,18 @@ class Source(threading.Thread):
 
     def target(self) -> int:
         """How many claimed jobs to hold: enough for the free slots (up to a quarter of the allocation) or for
-        `buffer_s` seconds of work at the pace jobs end (up to half of it), whichever is more, plus a margin
-        as large as the allocation up to a claim; at least twice the slots of a small allocation.
+        `buffer_s` seconds of work at the pace jobs end (up to the whole allocation), whichever is more, plus a
+        margin as large as the allocation up to a claim; at least twice the slots of a small allocation.
 
         So the main loop never waits for a claim and an allocation fills in a few claims, yet a launcher of
-        hour-long jobs holds a few, not hundreds that other launchers could be running. Half the allocation:
-        10 s jobs on 65,536 slots end in waves of ~26,000 a second, and a buffer of an eighth ran dry in each
-        (99.18% of slot-time used against 99.33%; every claimed job is ~1.5 KB of Python objects). 4 s and up
-        to 2,000 a claim ran 10,000 no-op jobs on 2 cores a few % faster than 1 s and 500 in interleaved runs
-        (bench/README.md)."""
+        hour-long jobs holds a few, not hundreds that other launchers could be running. Up to the whole
+        allocation: 10 s jobs on 65,536 slots end in waves of ~25,000 a second, and a buffer of half of it ran
+        dry in each (every claimed job is ~1.5 KB of Python objects: 100 MB then). 4 s and up to 2,000 a claim
+        ran 10,000 no-op jobs on 2 cores a few % faster than 1 s and 500 in interleaved runs (bench/README.md)."""
         cap, batch = self.capacity, self.opts.claim_batch
         most = max(batch, cap // 4)
         free = min(self.progress.free_slots(), most)
-        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap // 2))
+        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap))
         return max(min(2 * cap, most), max(free, ahead) + min(cap, batch))  # a small one: twice its slots
 
     def _measure(self, now: float) -> None:
@@ -116,8 +119,13 @@ class Source(threading.Thread):
         # re-estimate every 0.25 s, or sooner once a window saw a few rounds of jobs (a fast start ramps
         # up in tens of milliseconds instead of claiming a handful at a time for a quarter second)
         if now - t >= 0.25 or (now - t >= 0.02 and ended - n >= 4 * self.capacity):
-            # a lull (all slots busy with long jobs) lowers the estimate gradually, not at once
-            self.rate = max((ended - n) / (now - t), 0.7 * self.rate)
+            # a lull lowers the estimate gradually, not at once: jobs that started together end together, one
+            # run time later (10 s jobs on 65,536 slots end ~25,000 a second for 2-3 s, then none for 7 s,
+            # and a pace forgotten in the lull met each wave with a fraction of it claimed). Halved every run
+            # time, at least 0.5 s and at most 30 s: after a wave of hour-long jobs, claims held for the
+            # next one an hour later would be jobs other launchers could run now
+            half = min(30.0, max(0.5, self.progress.run_s))
+            self.rate = max((ended - n) / (now - t), 0.5 ** ((now - t) / half) * self.rate)
             self._mark = (now, ended)
 
     def level(self) -> int:
@@ -130,8 +138,10 @@ class Source(threading.Thread):
         return max(0, cap - self.level())
 
     def low(self) -> bool:
-        """Time to claim: the buffer is half empty (claims come in full batches of adjacent ids)."""
-        return self.level() <= self.target() // 2
+        """Time to claim: the buffer is half empty, or short of a full batch (claims come in full batches of
+        adjacent ids; a big allocation's buffer fills up between waves of ends, not during them)."""
+        t = self.target()
+        return self.level() <= max(t // 2, t - self.opts.claim_batch)
 
     def nudge(self) -> None:
         """From the consumer: wake the thread if the buffer runs low and a claim is due."""
@@ -153,9 +163,10 @@ class Source(threading.Thread):
                 self._measure(now)
                 n = self.want()
                 if n > 0 and self.low() and not progress.stopping and now >= self.next_claim:
-                    # all that is missing, in one claim: each claim waits for the writer's turn (on SQLite), and
-                    # claims of a quarter of it left 10,000-20,000 of 65,536 slots idle with 10 s jobs
-                    k = n
+                    # what is missing, in claims of at most four batches, again at once while still short: a
+                    # claim of all 64,000 a wave of ends wanted took 2.5 s under load, and the loop had nothing
+                    # to start until its last row was read (8,000 take ~0.3 s)
+                    k = min(n, 4 * opts.claim_batch)
                     got = ws.retry(lambda k=k: self._claim(k), attempts=20)  # type: ignore[misc]
                     # nothing to claim: new work appears at human speed, and an empty write transaction
                     # (the database lock, a commit) per main-loop wake-up would tax every running job

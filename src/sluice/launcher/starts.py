@@ -63,6 +63,7 @@ class Starts:
     standby: dict[int, tuple[Claimed, Placement, float]]  # job -> (claim, placement, when it was queued)
     home: int | None  # the pool index of the node the launcher spawns on itself, if standbys may be used
     quick: float  # moving average of how long this node's tasks ran (s)
+    run_s: float  # moving average of how long every task ran (s): how long a pace of ends is remembered
 
     @property
     def stopping(self) -> bool:
@@ -225,6 +226,7 @@ class Starts:
                 continue
             c = entry[0]
             self.ended += 1
+            self.run_s += 0.02 * (float(ev.get("t") or entry[2]) - entry[2] - self.run_s)
             if jid in self.user_killed:
                 self.user_killed.discard(jid)
                 continue  # already USER_KILLED in the DB; the session lets go of it at exit
