@@ -8,7 +8,9 @@ heartbeats and recovery are the real ones. Each run builds a fresh workspace of 
 * jobs/s: jobs / (last job's end - first job's start), from the events (start-up and the final idle check
   excluded); `run()`'s wall time is printed too;
 * slot utilization: busy slot-seconds / (slots x time), in steady state (from the moment every slot had been
-  started once to the last start, i.e. without the first fill and the final drain) and over the whole run;
+  started once to the last start, i.e. without the first fill and the final drain), the same from the moment
+  every slot had been started twice (without the first wave of restarts, when jobs that all started together
+  end together), and over the whole run;
 * launcher CPU per job: `time.process_time()` of the launcher process(es) during `run()`, all threads, over the
   jobs (with SQLite the database's work is in that process; a PostgreSQL server's CPU is not counted);
 * exactly once: every job has exactly one JOB_FINISHED event.
@@ -151,6 +153,9 @@ def measure(ws: Workspace, a: argparse.Namespace) -> dict[str, Any]:
         lo, hi = float(order[slots - 1]), float(order[-1])
         res["util_steady"] = busy(starts, ends, width, lo, hi) / (slots * (hi - lo))
         res["steady_window_s"] = hi - lo
+    if len(order) > 2 * slots and order[-1] > order[2 * slots - 1]:  # the same from the second round on
+        lo, hi = float(order[2 * slots - 1]), float(order[-1])
+        res["util_round2"] = busy(starts, ends, width, lo, hi) / (slots * (hi - lo))
     return res
 
 
@@ -269,6 +274,8 @@ def main() -> None:
     else:
         steady = f"{res['util_steady']:.2%} steady state ({res['steady_window_s']:.1f} s), " \
             if "util_steady" in res else ""
+        if "util_round2" in res:
+            steady += f"{res['util_round2']:.2%} from the second round, "
         util = f"slot utilization {steady}{res['util_all']:.2%} whole run"
     print(f"{shape}: {res['rate']:.0f} jobs/s over {res['span_s']:.1f} s (run() {wall:.1f} s); {util}; launcher CPU "
           f"{res['cpu_per_job_us']:.1f} us/job; exactly once: {'yes' if ok else 'NO'} ({said}); built in "
