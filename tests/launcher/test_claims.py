@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from sluice.api import Workspace, claims, sessions
 from sluice.api.claims import Selection
@@ -62,3 +62,33 @@ def test_a_claimed_jobs_json_fields_are_what_was_stored_whatever_their_kind(ws: 
     assert [got[i].data for i in ids] == values
     assert [type(got[i].data) for i in ids] == [type(v) for v in values]
     assert [ws.job(i).data for i in ids] == values
+
+
+def test_giving_back_claims_frees_only_this_sessions_jobs_that_never_started(ws: Workspace) -> None:
+    """A stopping launcher gives back its claimed buffer (as large as its allocation, in statements of as
+    many ids as the driver takes); its running jobs and another launcher's claims stay where they are."""
+    ws.add_app("noop", "/bin/true")
+    ws.add_jobs([{"name": f"t{i}", "app": "noop"} for i in range(2500)])
+    mine, other = sessions.start(ws, job_mode="serial"), sessions.start(ws, job_mode="serial")
+
+    def old_limit(dbapi: Any, _record: Any) -> None:  # 999 marks a statement: the ids go in three
+        if isinstance(dbapi, sqlite3.Connection):
+            dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+
+    event.listen(ws.engine, "connect", old_limit)
+    ws.engine.dispose()
+    try:
+        held = [c.id for c in claims.claim(ws, mine, Selection(), 2400)]
+        theirs = [c.id for c in claims.claim(ws, other, Selection(), 100)]
+        running = held[:3]
+        with ws.engine.begin() as c:
+            c.execute(text("UPDATE jobs SET state = 'RUNNING' WHERE id IN (:a, :b, :c)"),
+                      dict(zip("abc", running, strict=True)))
+        claims.unclaim(ws, mine, held + theirs)
+    finally:
+        event.remove(ws.engine, "connect", old_limit)
+        ws.engine.dispose()
+    owner = {j.id: j.session_id for j in ws.jobs()}
+    assert {owner[i] for i in held[3:]} == {None}
+    assert [owner[i] for i in running] == [mine] * 3
+    assert {owner[i] for i in theirs} == {other}
