@@ -10,7 +10,8 @@ heartbeats and recovery are the real ones. Each run builds a fresh workspace of 
 * slot utilization: busy slot-seconds / (slots x time), in steady state (from the moment every slot had been
   started once to the last start, i.e. without the first fill and the final drain), the same from the moment
   every slot had been started twice (without the first wave of restarts, when jobs that all started together
-  end together), and over the whole run;
+  end together), and over the whole run; how long a freed slot stood empty (the k-th end to the
+  (k + slots)-th start) in steady state; with `--timeline`, ends, starts and idle slots each quarter second;
 * launcher CPU per job: `time.process_time()` of the launcher process(es) during `run()`, all threads, over the
   jobs (with SQLite the database's work is in that process; a PostgreSQL server's CPU is not counted);
 * exactly once: every job has exactly one JOB_FINISHED event.
@@ -156,7 +157,36 @@ def measure(ws: Workspace, a: argparse.Namespace) -> dict[str, Any]:
     if len(order) > 2 * slots and order[-1] > order[2 * slots - 1]:  # the same from the second round on
         lo, hi = float(order[2 * slots - 1]), float(order[-1])
         res["util_round2"] = busy(starts, ends, width, lo, hi) / (slots * (hi - lo))
+    if len(order) > slots:
+        res.update(refill_lag(starts, ends, slots))
+        if a.timeline:
+            print(timeline(starts, ends, slots), file=sys.stderr)
     return res
+
+
+def refill_lag(starts: np.ndarray, ends: np.ndarray, slots: int) -> dict[str, float]:
+    """How long a slot stood empty, from the k-th end to the (k + slots)-th start (the one that took a slot
+    back, when every slot is busy before the refill), over the steady state: mean, median, p90, max (ms)."""
+    s, e = np.sort(starts), np.sort(ends)
+    k = np.arange(len(s) - slots)
+    lag = s[k + slots] - e[k]
+    lag = lag[(e[k] >= s[slots - 1]) & (s[k + slots] <= s[-1])]
+    if not len(lag):
+        return {}
+    return {"lag_mean_ms": 1e3 * float(lag.mean()), "lag_p50_ms": 1e3 * float(np.median(lag)),
+            "lag_p90_ms": 1e3 * float(np.percentile(lag, 90)), "lag_max_ms": 1e3 * float(lag.max())}
+
+
+def timeline(starts: np.ndarray, ends: np.ndarray, slots: int, step: float = 0.25) -> str:
+    """Ends, starts and idle slots in each `step` seconds from the first start (--timeline), where a wave
+    of ends and the starts that follow it can be read."""
+    t0 = float(starts.min())
+    s, e = np.sort(starts - t0), np.sort(ends - t0)
+    edges = np.arange(0.0, float(e.max()) + step, step)
+    ns, ne = np.histogram(s, edges)[0], np.histogram(e, edges)[0]
+    idle = slots - (np.searchsorted(s, edges[1:]) - np.searchsorted(e, edges[1:]))
+    return "\n".join(f"{t:8.2f} s  ends {b:7d}  starts {a:7d}  idle {i:7d}"
+                     for t, a, b, i in zip(edges[:-1], ns, ne, idle, strict=True) if a or b or i)
 
 
 def trial(a: argparse.Namespace) -> dict[str, Any]:
@@ -235,6 +265,8 @@ def main() -> None:
     ap.add_argument("--mpi-mix", action="store_true")
     ap.add_argument("--runs", type=int, default=1, help="repeat on fresh workspaces; the median run is reported")
     ap.add_argument("--matrix", action="store_true", help="the grid below instead of one shape; writes --plot")
+    ap.add_argument("--timeline", action="store_true",
+                    help="print ends, starts and idle slots each quarter second to stderr (serial mode)")
     ap.add_argument("--grid-jobs", default="10000,100000,1000000")
     ap.add_argument("--grid-nodes", default="64,256,1024")
     ap.add_argument("--plot", default=str(Path(__file__).with_name("scale.png")))
@@ -276,6 +308,9 @@ def main() -> None:
             if "util_steady" in res else ""
         if "util_round2" in res:
             steady += f"{res['util_round2']:.2%} from the second round, "
+        if "lag_mean_ms" in res:
+            steady += (f"a freed slot empty {res['lag_mean_ms']:.0f} ms on average (median {res['lag_p50_ms']:.0f}, "
+                       f"p90 {res['lag_p90_ms']:.0f}, max {res['lag_max_ms']:.0f}), ")
         util = f"slot utilization {steady}{res['util_all']:.2%} whole run"
     print(f"{shape}: {res['rate']:.0f} jobs/s over {res['span_s']:.1f} s (run() {wall:.1f} s); {util}; launcher CPU "
           f"{res['cpu_per_job_us']:.1f} us/job; exactly once: {'yes' if ok else 'NO'} ({said}); built in "
