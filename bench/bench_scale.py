@@ -158,16 +158,17 @@ def measure(ws: Workspace, a: argparse.Namespace) -> dict[str, Any]:
         lo, hi = float(order[2 * slots - 1]), float(order[-1])
         res["util_round2"] = busy(starts, ends, width, lo, hi) / (slots * (hi - lo))
     if len(order) > slots:
-        res.update(refill_lag(starts, ends, slots))
+        ended = np.sort(ends)
+        res.update(refill_lag(order, ended, slots))
         if a.timeline:
-            print(timeline(starts, ends, slots), file=sys.stderr)
+            print(timeline(order, ended, slots), file=sys.stderr)
     return res
 
 
-def refill_lag(starts: np.ndarray, ends: np.ndarray, slots: int) -> dict[str, float]:
+def refill_lag(s: np.ndarray, e: np.ndarray, slots: int) -> dict[str, float]:
     """How long a slot stood empty, from the k-th end to the (k + slots)-th start (the one that took a slot
-    back, when every slot is busy before the refill), over the steady state: mean, median, p90, max (ms)."""
-    s, e = np.sort(starts), np.sort(ends)
+    back, when every slot is busy before the refill), over the steady state: mean, median, p90, max (ms).
+    `s` and `e`: every start and every end, each sorted."""
     k = np.arange(len(s) - slots)
     lag = s[k + slots] - e[k]
     lag = lag[(e[k] >= s[slots - 1]) & (s[k + slots] <= s[-1])]
@@ -179,9 +180,9 @@ def refill_lag(starts: np.ndarray, ends: np.ndarray, slots: int) -> dict[str, fl
 
 def timeline(starts: np.ndarray, ends: np.ndarray, slots: int, step: float = 0.25) -> str:
     """Ends, starts and idle slots in each `step` seconds from the first start (--timeline), where a wave
-    of ends and the starts that follow it can be read."""
-    t0 = float(starts.min())
-    s, e = np.sort(starts - t0), np.sort(ends - t0)
+    of ends and the starts that follow it can be read. `starts` and `ends` sorted, as refill_lag's."""
+    t0 = float(starts[0])
+    s, e = starts - t0, ends - t0
     edges = np.arange(0.0, float(e.max()) + step, step)
     ns, ne = np.histogram(s, edges)[0], np.histogram(e, edges)[0]
     idle = slots - (np.searchsorted(s, edges[1:]) - np.searchsorted(e, edges[1:]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, text
@@ -11,25 +13,33 @@ from sluice.api import Workspace, claims, sessions
 from sluice.api.claims import Selection
 
 
-def test_a_claim_larger_than_sqlites_old_variable_limit_takes_the_lowest_ids(ws: Workspace) -> None:
-    ws.add_app("noop", "/bin/true")
-    ids = ws.add_jobs([{"name": f"t{i}", "app": "noop"} for i in range(2500)])
-    sid = sessions.start(ws, job_mode="serial")
-    sel = Selection()
+@contextmanager
+def old_sqlite_limit(ws: Workspace) -> Iterator[None]:
+    """Within the block, every SQLite connection binds at most 999 values a statement, as SQLite before 3.32
+    (still on some clusters); other backends are left as they are."""
 
-    def old_limit(dbapi: Any, _record: Any) -> None:  # as SQLite before 3.32 (still on some clusters)
+    def old_limit(dbapi: Any, _record: Any) -> None:
         if isinstance(dbapi, sqlite3.Connection):
             dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
 
     event.listen(ws.engine, "connect", old_limit)
     ws.engine.dispose()  # every connection from here on has the limit
     try:
-        first = claims.claim(ws, sid, sel, 2000)
-        rest = claims.claim(ws, sid, sel, 2000)
-        none = claims.claim(ws, sid, sel, 2000)
+        yield
     finally:
         event.remove(ws.engine, "connect", old_limit)
         ws.engine.dispose()
+
+
+def test_a_claim_larger_than_sqlites_old_variable_limit_takes_the_lowest_ids(ws: Workspace) -> None:
+    ws.add_app("noop", "/bin/true")
+    ids = ws.add_jobs([{"name": f"t{i}", "app": "noop"} for i in range(2500)])
+    sid = sessions.start(ws, job_mode="serial")
+    sel = Selection()
+    with old_sqlite_limit(ws):
+        first = claims.claim(ws, sid, sel, 2000)
+        rest = claims.claim(ws, sid, sel, 2000)
+        none = claims.claim(ws, sid, sel, 2000)
     assert [c.id for c in first] == sorted(ids)[:2000]  # in id order across the 900-id chunks
     assert [c.id for c in rest] == sorted(ids)[2000:]
     assert none == []
@@ -70,14 +80,7 @@ def test_giving_back_claims_frees_only_this_sessions_jobs_that_never_started(ws:
     ws.add_app("noop", "/bin/true")
     ws.add_jobs([{"name": f"t{i}", "app": "noop"} for i in range(2500)])
     mine, other = sessions.start(ws, job_mode="serial"), sessions.start(ws, job_mode="serial")
-
-    def old_limit(dbapi: Any, _record: Any) -> None:  # 999 marks a statement: the ids go in three
-        if isinstance(dbapi, sqlite3.Connection):
-            dbapi.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-
-    event.listen(ws.engine, "connect", old_limit)
-    ws.engine.dispose()
-    try:
+    with old_sqlite_limit(ws):  # 999 marks a statement: the ids go in three
         held = [c.id for c in claims.claim(ws, mine, Selection(), 2400)]
         theirs = [c.id for c in claims.claim(ws, other, Selection(), 100)]
         running = held[:3]
@@ -85,9 +88,6 @@ def test_giving_back_claims_frees_only_this_sessions_jobs_that_never_started(ws:
             c.execute(text("UPDATE jobs SET state = 'RUNNING' WHERE id IN (:a, :b, :c)"),
                       dict(zip("abc", running, strict=True)))
         claims.unclaim(ws, mine, held + theirs)
-    finally:
-        event.remove(ws.engine, "connect", old_limit)
-        ws.engine.dispose()
     owner = {j.id: j.session_id for j in ws.jobs()}
     assert {owner[i] for i in held[3:]} == {None}
     assert [owner[i] for i in running] == [mine] * 3

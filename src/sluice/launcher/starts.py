@@ -210,23 +210,25 @@ class Starts:
             if kind not in ("exit", "error"):
                 continue
             jid = int(ev["id"])
+            te = ev.get("t")
+            end = float(te) if te else None  # when the task ended, read once: four uses below
             entry = self.running.pop(jid, None)
             if entry is None and (sb := self.standby.pop(jid, None)) is not None:
-                t = float(ev.get("t") or sb[2])  # refused before it could stand by: it started and failed
+                t = sb[2] if end is None else end  # refused before it could stand by: it started and failed
                 entry = (sb[0], None, t)
                 out.append(self._started(sb[0], t))
             if entry is not None and (p := entry[1]) is not None:
                 self.pool.release(p)
-                if self.home is not None and p.nodes[0] == self.pool.names[self.home] and "t" in ev:
-                    self.quick += 0.1 * (float(ev["t"]) - entry[2] - self.quick)
+                if self.home is not None and p.nodes[0] == self.pool.names[self.home] and end is not None:
+                    self.quick += 0.1 * (end - entry[2] - self.quick)
             nxt = ev.get("next")
-            if nxt is not None and (run := self._succeed(int(nxt), float(ev.get("t") or time.time()))):
+            if nxt is not None and (run := self._succeed(int(nxt), time.time() if end is None else end)):
                 out.append(run)  # after the end gave its cores back: the successor takes one of them
             if entry is None:
                 continue
             c = entry[0]
             self.ended += 1
-            self.run_s += 0.02 * (float(ev.get("t") or entry[2]) - entry[2] - self.run_s)
+            self.run_s += 0.02 * ((0.0 if end is None else end - entry[2]) - self.run_s)
             if jid in self.user_killed:
                 self.user_killed.discard(jid)
                 continue  # already USER_KILLED in the DB; the session lets go of it at exit

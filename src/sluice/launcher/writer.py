@@ -118,7 +118,7 @@ class Writer(threading.Thread):
                         dead = lookups.killed(ws, ids)
                         if dead:
                             self.on_killed(dead)
-                        # once a second, or less often when tens of thousands run (each id is a lookup)
+                        # once a second, or less often when tens of thousands run (their ids are gathered each time)
                         next_kill_check = now + max(1.0, len(ids) / 20_000)
             except BaseException as e:  # a full disk, a database gone for minutes: stop, jobs are recovered
                 self.error = e
