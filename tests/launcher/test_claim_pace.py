@@ -87,6 +87,38 @@ def test_a_lull_after_hour_long_jobs_lets_the_claims_go_back_to_a_few(sqlite_ws:
     assert src.target() <= SLOTS // 4 + Options().claim_batch
 
 
+def fill_then_wait(src: Source, pace: Pace, wait_s: float) -> None:
+    """The first fill: 65,536 starts in 2 s, then `wait_s` seconds without an end, measured every quarter
+    second."""
+    t = 100.0
+    src._mark = (t, 0)
+    for _ in range(8):
+        t += 0.25
+        pace.started += SLOTS // 8
+        src._measure(t)
+    for _ in range(int(wait_s / 0.25)):
+        t += 0.25
+        src._measure(t)
+
+
+def test_before_any_end_the_pace_of_starts_prepares_the_first_wave(sqlite_ws: Workspace) -> None:
+    """10 s jobs that all started in the first fill end together ten seconds later: the buffer must hold that
+    wave before any end has told the source a pace. It held a quarter of the allocation, and the first wave's
+    restarts took 83-96% of the slots for 2-3 s."""
+    pace = Pace()
+    src = source(sqlite_ws, pace)
+    fill_then_wait(src, pace, 8.0)
+    assert src.target() >= SLOTS
+
+
+def test_hour_long_jobs_after_the_fill_let_the_claims_go_back_to_a_few(sqlite_ws: Workspace) -> None:
+    """No end for minutes after the fill: the pace of starts is forgotten as a wave's would be."""
+    pace = Pace()
+    src = source(sqlite_ws, pace)
+    fill_then_wait(src, pace, 300.0)
+    assert src.target() <= SLOTS // 4 + Options().claim_batch
+
+
 @pytest.mark.parametrize("short", [1, Options().claim_batch])
 def test_a_big_buffer_tops_up_once_a_batch_is_missing(sqlite_ws: Workspace, short: int) -> None:
     """Between waves the buffer is filled to its target a batch at a time, not left half empty for the wave

@@ -91,7 +91,8 @@ class Source(threading.Thread):
         self.nothing_left = False
         self.skip: set[int] = set()
         self.next_claim = 0.0
-        self.rate = 0.0  # jobs ending per second, measured
+        self.rate = 0.0  # jobs ending per second, measured (starting, until the first end)
+        self.known = False  # a job has ended: the rate is of ends
         self._mark = (time.monotonic(), 0)
         self.after: dict[str, int] = {}  # state -> the highest id claimed so far (where the next claim starts)
 
@@ -108,25 +109,32 @@ class Source(threading.Thread):
         cap, batch = self.capacity, self.opts.claim_batch
         most = max(batch, cap // 4)
         free = min(self.progress.free_slots(), most)
-        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap))
+        # before the first end, a wave is at most the allocation: the fill of 2 slots is no pace of hundreds
+        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap) if self.known else cap)
         return max(min(2 * cap, most), max(free, ahead) + min(cap, batch))  # a small one: twice its slots
 
     def _measure(self, now: float) -> None:
         t, n = self._mark
-        # the pace at which slots free up, not launches: the first launches only fill the empty slots (with
-        # hour-long jobs, 2 starts in the first quarter second are no rate at all)
-        ended = self.progress.ended
+        # the pace at which slots free up; until the first end, the pace of starts: jobs that started together
+        # may end together, and the first wave of ends of 10 s jobs on 65,536 slots (~25,000 a second) met a
+        # quarter of the allocation claimed, its restarts 83-96% of the slots for 2-3 s
+        known = self.progress.ended > 0
+        if known and not self.known:  # the guess from starts held at most a wave of the whole allocation
+            self.rate = min(self.rate, self.capacity / self.opts.buffer_s)
+            self.known = True
+        count = self.progress.ended if known else self.progress.started
         # re-estimate every 0.25 s, or sooner once a window saw a few rounds of jobs (a fast start ramps
         # up in tens of milliseconds instead of claiming a handful at a time for a quarter second)
-        if now - t >= 0.25 or (now - t >= 0.02 and ended - n >= 4 * self.capacity):
+        if now - t >= 0.25 or (now - t >= 0.02 and count - n >= 4 * self.capacity):
             # a lull lowers the estimate gradually, not at once: jobs that started together end together, one
             # run time later (10 s jobs on 65,536 slots end ~25,000 a second for 2-3 s, then none for 7 s,
             # and a pace forgotten in the lull met each wave with a fraction of it claimed). Halved every run
-            # time, at least 0.5 s and at most 30 s: after a wave of hour-long jobs, claims held for the
-            # next one an hour later would be jobs other launchers could run now
-            half = min(30.0, max(0.5, self.progress.run_s))
-            self.rate = max((ended - n) / (now - t), 0.5 ** ((now - t) / half) * self.rate)
-            self._mark = (now, ended)
+            # time, at least 0.5 s and at most 30 s (30 s while no run time is known): after a wave of
+            # hour-long jobs, claims held for the next one an hour later would be jobs other launchers could
+            # run now
+            half = min(30.0, max(0.5, self.progress.run_s)) if known else 30.0
+            self.rate = max((count - n) / (now - t), 0.5 ** ((now - t) / half) * self.rate)
+            self._mark = (now, count)
 
     def level(self) -> int:
         return len(self.buffer) + len(self.urgent) + self.progress.waiting()
