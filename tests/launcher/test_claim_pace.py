@@ -111,6 +111,16 @@ def test_before_any_end_the_pace_of_starts_prepares_the_first_wave(sqlite_ws: Wo
     assert src.target() >= SLOTS
 
 
+def test_during_the_fill_the_pace_of_starts_claims_no_more_than_the_free_slots(sqlite_ws: Workspace) -> None:
+    """Claims ahead of the first wave wait for the allocation to be full: made during the fill, they slowed it."""
+    pace = Pace(free=SLOTS // 2)
+    src = source(sqlite_ws, pace)
+    fill_then_wait(src, pace, 0.0)
+    assert src.target() <= SLOTS // 4 + Options().claim_batch
+    pace.free = 0
+    assert src.target() >= SLOTS
+
+
 def test_hour_long_jobs_after_the_fill_let_the_claims_go_back_to_a_few(sqlite_ws: Workspace) -> None:
     """No end for minutes after the fill: the pace of starts is forgotten as a wave's would be."""
     pace = Pace()

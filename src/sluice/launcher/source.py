@@ -109,8 +109,9 @@ class Source(threading.Thread):
         cap, batch = self.capacity, self.opts.claim_batch
         most = max(batch, cap // 4)
         free = min(self.progress.free_slots(), most)
-        # before the first end, a wave is at most the allocation: the fill of 2 slots is no pace of hundreds
-        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap) if self.known else cap)
+        # before the first end, a wave is at most the allocation (the fill of 2 slots is no pace of hundreds),
+        # and is claimed for once the allocation is full: claims ahead during the fill slowed it by a quarter
+        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap) if self.known else 0 if free else cap)
         return max(min(2 * cap, most), max(free, ahead) + min(cap, batch))  # a small one: twice its slots
 
     def _measure(self, now: float) -> None:
