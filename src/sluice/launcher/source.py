@@ -110,7 +110,7 @@ class Source(threading.Thread):
         most = max(batch, cap // 4)
         free = min(self.progress.free_slots(), most)
         # before the first end, a wave is at most the allocation (the fill of 2 slots is no pace of hundreds),
-        # and is claimed for once the allocation is full: claims ahead during the fill slowed it by a quarter
+        # and is claimed for once the allocation is full: claims ahead during the fill competed with its starts
         ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap) if self.known else 0 if free else cap)
         return max(min(2 * cap, most), max(free, ahead) + min(cap, batch))  # a small one: twice its slots
 
