@@ -14,6 +14,8 @@ stdin (launcher -> agent)::
      "stdout": "/path/out", "stderr": "/path/err", "shell": false, "timeout": 60.0}
     {"op": "env", "env": {...}}          (a base environment for the spawns that follow with "extra")
     {"op": "spawn", "id": 124, "argv": [...], "extra": {"SLUICE_JOB_ID": "124"}}   (the base plus these)
+    {"op": "spawn", "id": 125, ..., "standby": true}   (start it when the next task ends, in its place)
+    {"op": "cancel", "id": 125}          (take a standby back; answered by a "cancelled" event)
     {"op": "kill", "id": 123, "sig": 15}
     {"op": "exit"}
 
@@ -29,6 +31,8 @@ stdout (agent -> launcher)::
     {"ev": "exit", "id": 123, "rc": 0, "pid": 4242, "t": 1764070000.1, "timed_out": false}
     {"ev": "error", "id": 123, "msg": "cannot spawn 'prog': [Errno 2] No such file or directory", "errno": 2}
     {"ev": "started", "id": 123, "pid": 4242, "t": 1764070000.0}    (only with --started)
+    {"ev": "exit", "id": 123, ..., "next": 125}       (standby 125 started in 123's place as it ended)
+    {"ev": "cancelled", "id": 125, "ok": true}        (false: it had started, or was no standby)
 
 ``rc`` is negative for a signal (-9 = SIGKILL). "started" is off by default: the exit event
 carries the pid, and half the lines means half the parsing in the launcher's hot loop. Events that are ready
@@ -124,8 +128,10 @@ class AgentClient:
     def spawn(self, id: int, argv: Sequence[str], *, cwd: str | None = None,
               env: Mapping[str, str] | None = None, stdout: str | None = None,
               stderr: str | None = None, shell: bool = False, timeout: float | None = None,
-              make_cwd: bool = True) -> None:
-        """The agent always makes `cwd` itself: its node may not see the launcher's file system."""
+              make_cwd: bool = True, standby: bool = False) -> None:
+        """The agent always makes `cwd` itself: its node may not see the launcher's file system. `standby`:
+        the agent starts it when its next task ends, in that task's place (LocalSpawner.spawn); `recall`
+        asks for it back."""
         if isinstance(env, LayeredEnv):  # the shared base once, then each task's own variables
             if env.base is not self._base:
                 self._send({"op": "env", "env": env.base}, now=False)
@@ -133,6 +139,8 @@ class AgentClient:
             tail = f',"extra":{_str_map(env.extra)}}}\n'
         else:
             tail = "}\n" if env is None else f',"env":{_str_map(env)}}}\n'
+        if standby:
+            tail = ',"standby":true' + tail
         # by hand: json.dumps of this message cost 5-10 us, a tenth of what a launcher may spend on a job
         self._out += (f'{{"op":"spawn","id":{int(id)},"argv":[{",".join(map(_q, argv))}],"cwd":{_qn(cwd)},'
                       f'"stdout":{_qn(stdout)},"stderr":{_qn(stderr)},"shell":{"true" if shell else "false"},'
@@ -142,6 +150,12 @@ class AgentClient:
 
     def kill(self, id: int, sig: int = signal.SIGTERM) -> None:
         self._send({"op": "kill", "id": id, "sig": int(sig)})
+
+    def recall(self, id: int) -> None:
+        """Ask the agent to take back the standby task `id`. Unlike LocalSpawner.cancel the answer is not at
+        hand: it comes as a "cancelled" event (`ok` false: it started, and an exit naming it as "next" came
+        before the answer)."""
+        self._send({"op": "cancel", "id": int(id)})
 
     def fileno(self) -> int:
         """Readable when the agent has sent events (or died)."""
@@ -252,7 +266,10 @@ class _Agent:
             env = msg.get("env") if extra is None else LayeredEnv(self.base or dict(os.environ), extra)
             self.sp.spawn(msg["id"], msg["argv"], cwd=msg.get("cwd"), env=env,
                           stdout=msg.get("stdout"), stderr=msg.get("stderr"),
-                          shell=bool(msg.get("shell")), timeout=msg.get("timeout"))
+                          shell=bool(msg.get("shell")), timeout=msg.get("timeout"),
+                          standby=bool(msg.get("standby")))
+        elif op == "cancel":  # answered at once: a task that started has its predecessor's "next" ahead of this
+            self.out += _dumps({"ev": "cancelled", "id": msg["id"], "ok": self.sp.cancel(int(msg["id"]))})
         elif op == "env":
             self.base = dict(msg["env"])
         elif op == "kill":

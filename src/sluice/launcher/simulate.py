@@ -105,6 +105,7 @@ class SimAgent(AgentClient):
         self.tasks: dict[int, tuple[int, int, bool]] = {}  # spawn id -> (timer seq, rc, timed out)
         self.reports: list[str] = []  # the agent's report lines not yet "sent"
         self.sent = 0  # bytes the launcher wrote to this agent (what a real one would read)
+        self.standby: dict[int, tuple[float | None, tuple[float, int]]] = {}  # spawn id -> (timeout, sim), in order
 
     def start(self, argv_prefix: Sequence[str] = ()) -> None:
         """No process: the node is a timer."""
@@ -115,15 +116,30 @@ class SimAgent(AgentClient):
     def spawn(self, id: int, argv: Sequence[str], *, cwd: str | None = None,
               env: Mapping[str, str] | None = None, stdout: str | None = None,
               stderr: str | None = None, shell: bool = False, timeout: float | None = None,
-              make_cwd: bool = True, sim: tuple[float, int] = (0.0, 0)) -> None:
-        """Encode the spawn as for a real agent, then start the timer: `sim` is (duration, exit code)."""
-        super().spawn(id, argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, shell=shell, timeout=timeout)
+              make_cwd: bool = True, standby: bool = False, sim: tuple[float, int] = (0.0, 0)) -> None:
+        """Encode the spawn as for a real agent, then start the timer: `sim` is (duration, exit code). A
+        `standby` task's timer starts when the agent's next task ends, as the real agent starts it then."""
+        super().spawn(id, argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, shell=shell, timeout=timeout,
+                      standby=standby)
+        if standby:
+            self.standby[id] = (timeout, sim)
+        else:
+            self._start(id, timeout, sim, time.time())
+
+    def _start(self, id: int, timeout: float | None, sim: tuple[float, int], at: float) -> None:
         dur, rc = sim
         timed_out = timeout is not None and dur > timeout
         if timed_out:
             dur, rc = float(timeout or 0.0), -signal.SIGTERM
-        seq = self.clock.at(time.time() + dur, self, id)
+        seq = self.clock.at(at + dur, self, id)
         self.tasks[id] = (seq, rc, timed_out)
+
+    def recall(self, id: int) -> None:
+        """Sent as to a real agent; the answer is in the next reports, as the real one's would be."""
+        super().recall(id)
+        ok = self.standby.pop(id, None) is not None
+        self.reports.append(f'{{"ev":"cancelled","id":{int(id)},"ok":{"true" if ok else "false"}}}')
+        self.clock.ready.add(self)
 
     def kill(self, id: int, sig: int = signal.SIGTERM) -> None:
         """A signal ends a simulated task at once, as it would end a process that does not trap it."""
@@ -139,8 +155,13 @@ class SimAgent(AgentClient):
             return False
         del self.tasks[sid]
         _, rc, timed_out = task
+        nxt = ""
+        if self.standby:  # the first standby starts in its place, at its end
+            nid = next(iter(self.standby))
+            self._start(nid, *self.standby.pop(nid), end)
+            nxt = f',"next":{nid}'
         self.reports.append(f'{{"ev":"exit","id":{sid},"rc":{rc},"pid":0,"t":{end!r},'
-                            f'"timed_out":{"true" if timed_out else "false"}}}')
+                            f'"timed_out":{"true" if timed_out else "false"}{nxt}}}')
         return True
 
     def send_reports(self) -> None:
@@ -170,7 +191,9 @@ class SimAgent(AgentClient):
         self.clock.ready.add(self)
 
     def close(self, timeout: float | None = None) -> list[Event]:
-        """Stop every task (as the agent does on `exit`: at once here) and return their last reports."""
+        """Stop every task (as the agent does on `exit`: at once here) and return their last reports. A standby
+        that never started has nothing to stop or report (as LocalSpawner)."""
+        self.standby.clear()
         now = time.time()
         for sid in list(self.tasks):
             seq = self.clock.at(now, self, sid)
