@@ -109,9 +109,11 @@ class Source(threading.Thread):
         cap, batch = self.capacity, self.opts.claim_batch
         most = max(batch, cap // 4)
         free = min(self.progress.free_slots(), most)
-        # before the first end, a wave is at most the allocation (the fill of 2 slots is no pace of hundreds),
-        # and is claimed for once the allocation is full: claims ahead during the fill competed with its starts
-        ahead = min(int(self.rate * self.opts.buffer_s), max(batch, cap) if self.known else 0 if free else cap)
+        if self.known:
+            room = max(batch, cap)
+        else:  # a wave is at most the allocation (the fill of 2 slots is no pace of hundreds), claimed for once
+            room = 0 if free else cap  # it is full: claims ahead during the fill competed with its starts
+        ahead = min(int(self.rate * self.opts.buffer_s), room)
         return max(min(2 * cap, most), max(free, ahead) + min(cap, batch))  # a small one: twice its slots
 
     def _measure(self, now: float) -> None:
@@ -119,11 +121,12 @@ class Source(threading.Thread):
         # the pace at which slots free up; until the first end, the pace of starts: jobs that started together
         # may end together, and the first wave of ends of 10 s jobs on 65,536 slots (~25,000 a second) met a
         # quarter of the allocation claimed, its restarts 83-96% of the slots for 2-3 s
-        known = self.progress.ended > 0
+        ended = self.progress.ended
+        known = ended > 0
         if known and not self.known:  # the guess from starts held at most a wave of the whole allocation
             self.rate = min(self.rate, self.capacity / self.opts.buffer_s)
             self.known = True
-        count = self.progress.ended if known else self.progress.started
+        count = ended if known else self.progress.started
         # re-estimate every 0.25 s, or sooner once a window saw a few rounds of jobs (a fast start ramps
         # up in tens of milliseconds instead of claiming a handful at a time for a quarter second)
         if now - t >= 0.25 or (now - t >= 0.02 and count - n >= 4 * self.capacity):
