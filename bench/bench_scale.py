@@ -79,7 +79,7 @@ def run_one(ws: Workspace, a: argparse.Namespace, nodes: int, prefix: str = "sim
     c0, t0 = time.process_time(), time.perf_counter()
     s = Launcher(ws, options(a), alloc=simulated(nodes, a.cores, prefix=prefix)).run()
     return {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - t0, "started": s.started,
-            "finished": s.finished, "line": s.line()}
+            "finished": s.finished, "line": f"{s.line()}; {s.handed_over} started as standbys"}
 
 
 def run_many(ws: Workspace, a: argparse.Namespace) -> list[dict[str, Any]]:

@@ -129,7 +129,7 @@ def test_long_jobs_are_started_by_the_loop_not_handed_over(sqlite_ws: Workspace)
 
 def _standing_by(launcher: Launcher, job_id: int, timeout: float = 10.0) -> None:
     end = time.monotonic() + timeout
-    while job_id not in launcher.standby:
+    while job_id not in launcher.standbys.queued:
         assert time.monotonic() < end, "the job never stood by"
         time.sleep(0.01)
 
@@ -213,10 +213,10 @@ def test_no_more_standbys_than_tasks_whose_end_would_start_them(sqlite_ws: Works
     t = threading.Thread(target=launcher.run)
     t.start()
     end = time.monotonic() + 10
-    while not launcher.standby and time.monotonic() < end:
+    while not launcher.standbys.queued and time.monotonic() < end:
         time.sleep(0.01)
     time.sleep(0.3)
-    waiting = len(launcher.standby)
+    waiting = len(launcher.standbys.queued)
     t.join(30)
     assert waiting == 1
     assert ws.count(state=S.JOB_FINISHED) == cores + 2

@@ -38,6 +38,7 @@ from sluice.launcher.runner import Runner
 from sluice.launcher.simulate import KIND as SIMULATED
 from sluice.launcher.simulate import mpi_builder, simulated
 from sluice.launcher.source import Source
+from sluice.launcher.standby import Standbys
 from sluice.launcher.starts import Starts
 from sluice.launcher.writer import Writer
 from sluice.states import Change
@@ -61,8 +62,7 @@ class Launcher(Starts):
         self.pool = NodePool(self.alloc.nodes)
         self.running: dict[int, tuple[Claimed, Any, float]] = {}
         self.pending: deque[Claimed] = deque()
-        self.standby: dict[int, tuple[Claimed, Any, float]] = {}
-        self.home: int | None = None  # set by run() where standby tasks may be used
+        self.standbys = Standbys(self.pool, None, home=None, agents=False)  # none until run() knows the nodes
         self.quick = 1.0  # until tasks show they are short, none stands by
         self.run_s = 0.0
         self.stopping_ids: set[int] = set()
@@ -106,10 +106,10 @@ class Launcher(Starts):
         return self.summary.started
 
     def waiting(self) -> int:
-        return len(self.pending)
+        return len(self.pending) + len(self.standbys)
 
     def busy(self) -> bool:
-        return bool(self.running or self.pending or self.transitions.inflight)
+        return bool(self.running or self.pending or self.standbys or self.transitions.inflight)
 
     def settled(self) -> bool:
         return self.drained() and self.writer.idle()
@@ -177,7 +177,7 @@ class Launcher(Starts):
 
     def drained(self) -> bool:
         """Nothing claimed is running, waiting to start or in the transition pool."""
-        return not (self.running or self.standby or self.pending or self.source.buffer or self.source.urgent
+        return not (self.running or self.standbys or self.pending or self.source.buffer or self.source.urgent
                     or self.transitions.inflight)
 
     def pool_room(self) -> int:
@@ -201,13 +201,15 @@ class Launcher(Starts):
         self.runner = Runner(self.alloc, self.opts.job_mode, self.ws.path, self.ws.config.data_dir, mpi,
                              kill_grace=self.opts.kill_grace_s,
                              simulate=self.opts.sim_duration_s if self.opts.simulate else None)
-        if self.opts.standby and self.runner.can_stand_by:
-            self.home = self.pool.index(self.runner.home)
+        self.standbys = Standbys(self.pool, self.runner, agents=self.opts.standby and self.runner.agents_stand_by,
+                                 home=self.pool.index(self.runner.home) if self.opts.standby
+                                 and self.runner.can_stand_by else None)
         self.source = Source(self.ws, self.session_id, self.actor, self.selection, self.opts, self.capacity, self,
                              prepare=self.runner.prepare, process=self.transitions.submit, wake=self.wake,
                              on_fatal=self.fault)
         self.writer = Writer(self.ws, self.session_id, self.actor, flush_interval=self.opts.flush_interval,
-                             heartbeat_s=self.opts.heartbeat_s, running_ids=lambda: [*self.running, *self.standby],
+                             heartbeat_s=self.opts.heartbeat_s,
+                             running_ids=lambda: [*self.running, *self.standbys.ids()],
                              on_written=self._written, on_killed=self._killed, on_fatal=self.fault)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
             if threading.current_thread() is threading.main_thread() else {}
@@ -279,7 +281,7 @@ class Launcher(Starts):
 
     def _finished(self) -> str | None:
         """Why the launcher is done (None: it is not)."""
-        if self.running or self.standby or self.transitions.inflight:
+        if self.running or self.standbys or self.transitions.inflight:
             return None
         if self.opts.max_jobs is not None and self.summary.started >= self.opts.max_jobs:
             return f"max jobs ({self.opts.max_jobs}) reached"  # a claim that raced the last start is given back
@@ -301,9 +303,9 @@ class Launcher(Starts):
             except queue.Empty:
                 return
             for j in ids:
-                if j in self.standby and self.runner.cancel(j):  # never started: USER_KILLED already
-                    del self.standby[j]
-                elif j in self.running or j in self.standby:
+                if j in self.standbys.queued and self.standbys.recall([j]):  # never started: USER_KILLED already
+                    continue
+                if j in self.running or j in self.standbys:  # an agent's answer to the recall drops it (_back)
                     self.user_killed.add(j)
                     self.runner.kill(j)
 
@@ -313,15 +315,15 @@ class Launcher(Starts):
         # claim and its mkdirs): after a scheduler's TERM every second counts, and a job left to finish while
         # the launcher waits has run past the moment it was told to stop.
         self.source.stop(wait=False)
-        if self.standby:  # not started: back with the others; one that has started is running by now
+        if self.standbys:  # not started: back with the others; one that has started is running by now
             self.recall_standby()
             self._handle(self.runner.poll())
-        if self.running:
+        if self.running or self.standbys:  # a standby an agent has yet to give back may start: it is stopped too
             self.stopping_ids.update(self.running)
             for jid in list(self.running):
                 self.runner.kill(jid, signal.SIGTERM)
             end = time.monotonic() + self.opts.kill_grace_s + 2
-            while self.running and time.monotonic() < end:
+            while (self.running or self.standbys) and time.monotonic() < end:
                 time.sleep(0.02)
                 self._handle(self.runner.poll())
         self.source.join()

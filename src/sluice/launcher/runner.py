@@ -192,7 +192,7 @@ class Runner:
 
     def start(self, c: Claimed, p: Placement, *, standby: bool = False) -> None:
         """Spawn the job; its exit arrives through poll(). Failures to spawn arrive as 'error' events.
-        `standby`: on this node (LocalSpawner), when its next task ends (see spawn.py)."""
+        `standby`: when the next task of its node ends, in its place (standby.py)."""
         cwd = self.workdir(c)
         made = c.id in self.prepared
         if made:
@@ -204,7 +204,7 @@ class Runner:
             self.local.report_error(sid, str(e))
             self.where[c.id] = self.local
             return
-        spawner = self.local if self.mode == "mpi" or standby else self._spawner(p.nodes[0])
+        spawner = self.local if self.mode == "mpi" else self._spawner(p.nodes[0])
         if spawner is not self.local:
             # the env is the launcher's (home node's): node-specific variables must name the task's node
             for k in _NODE_VARS:
@@ -214,10 +214,10 @@ class Runner:
         out, err = f"{cwd}/{c.name}.out", f"{cwd}/{c.name}.err"
         if self.sim_s is not None:
             assert isinstance(spawner, SimAgent)
-            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout,
+            spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout, standby=standby,
                           sim=task_of(c.data, self.sim_s))
         elif standby:
-            assert isinstance(spawner, LocalSpawner)
+            assert isinstance(spawner, LocalSpawner | AgentClient)
             spawner.spawn(sid, argv, cwd=cwd, env=env, stdout=out, stderr=err, timeout=timeout, make_cwd=not made,
                           standby=True)
         else:
@@ -234,18 +234,34 @@ class Runner:
         return isinstance(self.local, LocalSpawner) and self.mode == "serial" \
             and (self.alloc.kind != "local" or len(self.alloc.nodes) == 1)
 
+    @property
+    def agents_stand_by(self) -> bool:
+        """Whether the other nodes' tasks may stand by: serial mode, each node its own agent (simulated ones
+        included: the launcher's node too)."""
+        return self.mode == "serial" and self.alloc.kind != "local"
+
     def local_tasks(self) -> int:
         """Tasks this node's spawner holds (running or starting, standbys included)."""
         return self.local.running if isinstance(self.local, LocalSpawner) else 0
 
-    def cancel(self, job_id: int) -> bool:
-        """Take back a standby job that has not started (True); False: it has (see LocalSpawner.cancel)."""
+    def cancel(self, job_id: int) -> bool | None:
+        """Take back a standby job that has not started. True: taken back; False: it has started (see
+        LocalSpawner.cancel); None: asked of its agent, whose "cancelled" event answers."""
         sid = self._sid.get(job_id)
-        if sid is None or not isinstance(self.local, LocalSpawner) or not self.local.cancel(sid):
+        where = self.where.get(job_id)
+        if sid is None or where is None:
             return False
+        if isinstance(where, AgentClient):
+            where.recall(sid)
+            return None
+        if not isinstance(where, LocalSpawner) or not where.cancel(sid):
+            return False
+        self._forget(job_id, sid)
+        return True
+
+    def _forget(self, job_id: int, sid: int) -> None:
         del self._sid[job_id], self._jid[sid]
         self.where.pop(job_id, None)
-        return True
 
     def kill(self, job_id: int, sig: int = signal.SIGTERM) -> None:
         s = self.where.get(job_id)
@@ -287,7 +303,10 @@ class Runner:
             nxt = ev.get("next")
             if nxt is not None:
                 ev["next"] = self._jid.get(int(nxt), -1)
-            if ev.get("ev") in ("exit", "error"):
+            kind = ev.get("ev")
+            if kind == "cancelled" and ev.get("ok"):  # a standby its agent took back: it never ran
+                self._forget(jid, sid)
+            elif kind in ("exit", "error"):
                 del self._jid[sid]
                 if self._sid.get(jid) == sid:
                     del self._sid[jid]

@@ -89,6 +89,7 @@ class Source(threading.Thread):
         self.stopped = False
         self.idle_since: float | None = None
         self.nothing_left = False
+        self.came_up_empty = False  # the last claim found nothing to claim
         self.skip: set[int] = set()
         self.next_claim = 0.0
         self.rate = 0.0  # jobs ending per second, measured (starting, until the first end)
@@ -183,6 +184,7 @@ class Source(threading.Thread):
                     # nothing to claim: new work appears at human speed, and an empty write transaction
                     # (the database lock, a commit) per main-loop wake-up would tax every running job
                     self.next_claim = 0.0 if got else now + 0.25
+                    self.came_up_empty = not got
                 now = time.monotonic()
                 if progress.pool_room() > 0 and not progress.stopping and now >= next_processable:
                     took = ws.retry(lambda: self._claim_processable(progress.pool_room()), attempts=20)

@@ -5,17 +5,14 @@ once or twice per job, so the common case (a one-node job without GPUs) takes th
 from the pool's free-slot heaps (packing.py), no request record; every other shape goes through
 `NodePool.place`.
 
-Standby: while tasks of this node end within a few ms of starting and every core is busy, the next one-core
-jobs wait in the spawner as standby tasks (spawn.py), each started by the thread of the next task to end, the
-moment it is reaped. The end's event names its successor, which takes the core the end gave back. The loop's
-hand-over (~0.27 ms a task, waiting on the GIL and the loop's other work) was then off the path from one task
-to the next. A standby not started within STANDBY_MAX_WAIT_S, or in the way of an urgent claim, is taken back
-to the front of the queue; the launcher's stop takes them all back.
+Jobs may also wait on a node as standby tasks (standby.py), started by the node's spawner the moment one of its
+tasks ends; the end's event names its successor, which takes the core the end gave back.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -24,14 +21,10 @@ from sluice.api.claims import Claimed
 from sluice.launcher.options import Options, Summary
 from sluice.launcher.packing import NodePool, Placement, Request
 from sluice.launcher.spawn import Event
+from sluice.launcher.standby import STANDBY_MAX_WAIT_S, Standbys
 from sluice.states import Change, S
 
 log = logging.getLogger("sluice.launcher")
-
-STANDBY_BELOW_S = 0.05
-"""Tasks stand by only while this node's tasks run shorter than this on average: for longer ones the loop's
-hand-over is under 1% of a task's turn, and a standby could wait long for a core."""
-STANDBY_MAX_WAIT_S = 0.5
 
 if TYPE_CHECKING:
     from sluice.launcher import transitions
@@ -58,10 +51,10 @@ class Starts:
     deadline: float | None
     stop_reason: str | None
     ended: int
+    t0: float
     throttled: bool
     max_unwritten: int
-    standby: dict[int, tuple[Claimed, Placement, float]]  # job -> (claim, placement, when it was queued)
-    home: int | None  # the pool index of the node the launcher spawns on itself, if standbys may be used
+    standbys: Standbys
     quick: float  # moving average of how long this node's tasks ran (s)
     run_s: float  # moving average of how long every task ran (s): how long a pace of ends is remembered
 
@@ -77,13 +70,9 @@ class Starts:
 
     def _launch(self, now: float) -> bool:
         """Start what fits on the free cores, in claim order; a job that does not fit now waits at the front."""
-        buf, pending = self.source.buffer, self.pending
-        if self.standby:
-            stale = now - next(iter(self.standby.values()))[2] > STANDBY_MAX_WAIT_S
-            if stale or self.source.urgent:
-                self.recall_standby()
-            if stale:  # tasks run long now: starts go through the loop until they are short again
-                self.quick = max(self.quick, STANDBY_MAX_WAIT_S)
+        buf, pending, sb = self.source.buffer, self.pending, self.standbys
+        if sb.queued:
+            self._recall_standbys(now)
         if self.source.urgent:  # the most urgent claim first, ahead of all that waits
             with self.source.cv:
                 urgent = sorted(self.source.urgent, key=lambda c: (-c.priority, c.deadline or float("inf"), c.id))
@@ -93,8 +82,10 @@ class Starts:
             pending.append(buf.popleft())
         self.source.nudge()
         if not pending or self.pool.free_cores == 0:  # the common wake-up: nothing can start, no list work
-            if pending and self.home is not None and self.quick < STANDBY_BELOW_S:
+            if pending:
                 self._stand_by(now)
+            elif sb.queued and not buf and self.source.came_up_empty and self.pool.free_cores:  # none left but these
+                self._back(sb.recall(sb.oldest(self.pool.free_cores)))
             return False
         if self.writer.backlog() > self.max_unwritten:  # the database is behind: let the writer catch up
             self.throttled = True  # the writer wakes the loop once it has (Launcher._written)
@@ -127,7 +118,12 @@ class Starts:
             p: Placement | None
             if names and c.num_nodes == 1 and not gpus:  # the common case: cores of one node
                 i = pool.take_cores(cores)
-                p = None if i is None else Placement(c.id, (names[i],), cores, {})
+                if i is None:
+                    p = None
+                else:
+                    p = Placement(c.id, (names[i],), cores, {})
+                    if not pool.free_at(i):
+                        sb.full(i)
             else:
                 p = pool.place(Request(c.id, c.num_nodes, c.ranks_per_node, c.threads_per_rank, c.gpus_per_rank,
                                        c.wall_time_min), exclusive=mode_mpi)
@@ -143,7 +139,7 @@ class Starts:
             if opts.launch_interval_s:
                 break
         pending.extendleft(reversed(waiting))
-        if pending and self.home is not None and self.quick < STANDBY_BELOW_S and not waiting:
+        if pending and not waiting:
             self._stand_by(now)
         if started:
             self.runner.flush()
@@ -153,46 +149,68 @@ class Starts:
         return bool(started)
 
     def _stand_by(self, now: float) -> None:
-        """Queue the next one-core jobs as standby tasks of this node, one per task running on its cores."""
-        home, pool, opts = self.home, self.pool, self.opts
-        assert home is not None
-        if pool.free_at(home) or self.throttled or self.stopping or opts.max_jobs is not None \
-                or opts.max_ranks or opts.launch_interval_s:
+        """Queue the next one-core jobs as standbys on the nodes whose every core is busy (standby.py)."""
+        opts = self.opts
+        if self.throttled or self.stopping or opts.max_jobs is not None or opts.max_ranks \
+                or opts.launch_interval_s:
             return
-        waiting = len(self.standby)  # each end takes one: no more than there are tasks to end
-        room = min(pool.total_at(home), self.runner.local_tasks() - waiting) - waiting
-        pending, d, node = self.pending, self.deadline, (pool.names[home],)
-        while room > 0 and pending:
-            c = pending[0]
-            if c.num_nodes != 1 or c.ranks_per_node * c.threads_per_rank != 1 or c.gpus_per_rank \
-                    or (d is not None and c.wall_time_min and now + c.wall_time_min * 60 > d):
-                return  # the loop's own way for it, in its turn
-            pending.popleft()
-            p = Placement(c.id, node, 1, {})
-            self.runner.start(c, p, standby=True)
-            self.standby[c.id] = (c, p, now)
-            room -= 1
+        if self.writer.backlog() > self.max_unwritten:  # each hand-over is a change: as for the loop's starts
+            self.throttled = True
+            return
+        self.standbys.set_pace(self.run_s if self.ended else now - self.t0)  # none ended: all run this long
+        # the agents' standbys take only what the claims have ahead of the loop's starts: in the first wave
+        # of ends of 10 s jobs on 65,536 slots, standbys that took all there was left cores empty for want of
+        # a job until the next claim
+        spare = len(self.pending) + len(self.source.buffer) - self.opts.claim_batch
+        self.standbys.fill(self.pending, now, self.deadline, local_tasks=self.runner.local_tasks(),
+                           quick=self.quick, wait_s=self._standby_wait(), spare=spare)
+
+    def _standby_wait(self) -> float:
+        """How long an agent's standby may wait for an end on its node: its tasks all end within a run time
+        (no limit while none has ended: the one standby each node holds until then waits for the first)."""
+        return max(STANDBY_MAX_WAIT_S, 2 * self.run_s) if self.ended else float("inf")
+
+    def _recall_standbys(self, now: float) -> None:
+        """Take back the standbys that waited too long, or all of them for an urgent claim."""
+        sb = self.standbys
+        if self.source.urgent:
+            self.recall_standby()
+            return
+        stale, home = sb.stale(now, self._standby_wait())
+        if stale:
+            self._back(sb.recall(stale))
+        if home:  # this node's tasks run long now: its starts go through the loop until they are short again
+            self.quick = max(self.quick, STANDBY_MAX_WAIT_S)
 
     def recall_standby(self) -> None:
-        """Take back the standby jobs not yet started, to the front of the queue in their order."""
-        back = [c for jid, (c, _p, _t) in list(self.standby.items()) if self.runner.cancel(jid)]
-        for c in back:
-            del self.standby[c.id]
-        self.pending.extendleft(reversed(back))
+        """Take back every queued standby; those given back at once go to the front of the queue in order."""
+        self._back(self.standbys.recall(list(self.standbys.queued)))
+
+    def _back(self, claims: list[Claimed]) -> None:
+        """Standbys taken back, to the front of the queue (a user's kill: they are USER_KILLED already)."""
+        if self.user_killed:
+            for c in [c for c in claims if c.id in self.user_killed]:
+                self.user_killed.discard(c.id)
+                claims.remove(c)
+        self.pending.extendleft(reversed(claims))
 
     def _succeed(self, jid: int, t: float) -> Change | None:
         """The standby job `jid` started in the place of a task that ended: the cores it left are its now."""
-        entry = self.standby.pop(jid, None)
+        entry = self.standbys.succeeded(jid)
         if entry is None:
             return None
-        c, placed, _ = entry
-        p: Placement | None = placed
-        assert self.home is not None
-        if not self.pool.take_at(self.home, 1):  # the predecessor's end gave this node a core back: a bug
+        c, i, _ = entry
+        p: Placement | None = Placement(c.id, (self.pool.names[i],), 1, {})
+        if not self.pool.take_at(i, 1):  # the predecessor's end gave this node a core back: a bug
             log.error("job %s started in a standby's place with no core free on its node", jid)
             p = None  # running, but holding no core: its end gives none back
+        elif not self.pool.free_at(i):
+            self.standbys.full(i)
         self.running[jid] = (c, p, t)
         self.summary.handed_over += 1
+        if self.stopping:  # it started as the launcher stopped: it is stopped with the others
+            self.stopping_ids.add(jid)
+            self.runner.kill(jid, signal.SIGTERM)
         return self._started(c, t)
 
     def _started(self, c: Claimed, t: float) -> Change:
@@ -208,18 +226,21 @@ class Starts:
         for ev in events:
             kind = ev.get("ev")
             if kind not in ("exit", "error"):
+                if kind == "cancelled" and (back := self.standbys.answered(int(ev["id"]), bool(ev.get("ok")))):
+                    self._back([back])
                 continue
             jid = int(ev["id"])
             te = ev.get("t")
             end = float(te) if te else None  # when the task ended, read once: four uses below
             entry = self.running.pop(jid, None)
-            if entry is None and (sb := self.standby.pop(jid, None)) is not None:
+            if entry is None and (sb := self.standbys.failed(jid)) is not None:
                 t = sb[2] if end is None else end  # refused before it could stand by: it started and failed
                 entry = (sb[0], None, t)
                 out.append(self._started(sb[0], t))
             if entry is not None and (p := entry[1]) is not None:
                 self.pool.release(p)
-                if self.home is not None and p.nodes[0] == self.pool.names[self.home] and end is not None:
+                home = self.standbys.home
+                if home is not None and p.nodes[0] == self.pool.names[home] and end is not None:
                     self.quick += 0.1 * (end - entry[2] - self.quick)
             nxt = ev.get("next")
             if nxt is not None and (run := self._succeed(int(nxt), time.time() if end is None else end)):
