@@ -15,7 +15,7 @@ from tests.launcher.test_agent import collect
 
 from sluice import environ
 from sluice.api import Workspace
-from sluice.launcher import starts
+from sluice.launcher import standby
 from sluice.launcher.launcher import Launcher, Options
 from sluice.launcher.spawn import LocalSpawner
 from sluice.states import S
@@ -143,7 +143,7 @@ def _long_then_short(ws: Workspace, cores: int) -> tuple[list[int], int]:
 
 
 def test_a_standby_job_a_user_kills_never_runs(sqlite_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(starts, "STANDBY_MAX_WAIT_S", 30.0)
+    monkeypatch.setattr(standby, "STANDBY_MAX_WAIT_S", 30.0)
     ws = sqlite_ws
     launcher = Launcher(ws, Options(idle_timeout=0.5, status=False))
     launcher.quick = 0.0  # as if short jobs had run: the next one-core job stands by behind the long ones
@@ -161,7 +161,7 @@ def test_a_standby_job_a_user_kills_never_runs(sqlite_ws: Workspace, monkeypatch
 
 def test_a_standby_job_waiting_when_the_launcher_stops_goes_back_unrun(sqlite_ws: Workspace,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(starts, "STANDBY_MAX_WAIT_S", 30.0)
+    monkeypatch.setattr(standby, "STANDBY_MAX_WAIT_S", 30.0)
     ws = sqlite_ws
     launcher = Launcher(ws, Options(idle_timeout=0.5, kill_grace_s=1.0, status=False))
     launcher.quick = 0.0
@@ -182,7 +182,7 @@ def test_an_urgent_job_claimed_while_others_stand_by_starts_before_them(sqlite_w
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A shot's analysis claimed while a queued job stands by must not wait behind it: the standby goes back
     behind the shot."""
-    monkeypatch.setattr(starts, "STANDBY_MAX_WAIT_S", 30.0)
+    monkeypatch.setattr(standby, "STANDBY_MAX_WAIT_S", 30.0)
     ws = sqlite_ws
     launcher = Launcher(ws, Options(idle_timeout=0.5, status=False))
     launcher.quick = 0.0
@@ -193,7 +193,8 @@ def test_an_urgent_job_claimed_while_others_stand_by_starts_before_them(sqlite_w
     (shot,) = ws.add_jobs([{"name": "shot", "app": "stamp", "priority": 5, "deadline": time.time() + 600}])
     t.join(30)
     assert not t.is_alive()
-    began = {j: next(e.timestamp for e in ws.history(j) if e.to_state == S.RUNNING) for j in (short, shot)}
+    # started in this order (in one turn of the loop if the long tasks ended together: the same time)
+    began = {j: next((e.timestamp, e.id) for e in ws.history(j) if e.to_state == S.RUNNING) for j in (short, shot)}
     assert began[shot] < began[short], began
     assert ws.count(state=S.JOB_FINISHED) == launcher.pool.total_cores + 2
 
@@ -201,7 +202,7 @@ def test_an_urgent_job_claimed_while_others_stand_by_starts_before_them(sqlite_w
 def test_no_more_standbys_than_tasks_whose_end_would_start_them(sqlite_ws: Workspace,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """One task holding every core ends once: one standby, not one per core (the rest would wait it out)."""
-    monkeypatch.setattr(starts, "STANDBY_MAX_WAIT_S", 30.0)
+    monkeypatch.setattr(standby, "STANDBY_MAX_WAIT_S", 30.0)
     ws = sqlite_ws
     launcher = Launcher(ws, Options(idle_timeout=0.5, status=False))
     launcher.quick = 0.0

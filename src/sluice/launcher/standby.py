@@ -88,11 +88,11 @@ class Standbys:
             self.short.append(i)
 
     def fill(self, pending: deque[Claimed], now: float, deadline: float | None, *, local_tasks: int,
-             quick: float, wait_s: float, spare: int) -> None:
+             quick: float, wait_s: float) -> None:
         """Queue the jobs at the front of `pending` as standbys, while they are one-core jobs: on this node, one
-        per task running (while tasks are short); on the agents' busy nodes, up to their depth, `spare` at
-        most. `wait_s`: how long a standby may wait for its start (a job that could not finish before
-        `deadline` after waiting that long is left for the loop)."""
+        per task running (while tasks are short); on the agents' busy nodes, up to their depth. `wait_s`: how
+        long a standby may wait for its start (a job that could not finish before `deadline` after waiting
+        that long is left for the loop)."""
         pool, at = self.pool, self.at
         home = self.home
         if home is not None and quick < STANDBY_BELOW_S and not pool.free_at(home):
@@ -101,16 +101,15 @@ class Standbys:
             while room > 0 and pending and self._take(pending, home, now, deadline, STANDBY_MAX_WAIT_S):
                 room -= 1
         short, depth = self.short, self.depth
-        while short and pending and spare > 0:
+        while short and pending:
             i = short[0]
             if pool.free_at(i):  # the loop starts jobs there itself; the node is listed again once full
                 short.popleft()
                 self._listed[i] = 0
                 continue
             while at[i] < depth(i):
-                if not pending or spare <= 0 or not self._take(pending, i, now, deadline, wait_s):
+                if not pending or not self._take(pending, i, now, deadline, wait_s):
                     return
-                spare -= 1
             short.popleft()
             self._listed[i] = 0
 

@@ -18,10 +18,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from sluice.api.claims import Claimed
+from sluice.launcher import standby
 from sluice.launcher.options import Options, Summary
 from sluice.launcher.packing import NodePool, Placement, Request
 from sluice.launcher.spawn import Event
-from sluice.launcher.standby import STANDBY_MAX_WAIT_S, Standbys
 from sluice.states import Change, S
 
 log = logging.getLogger("sluice.launcher")
@@ -54,7 +54,7 @@ class Starts:
     t0: float
     throttled: bool
     max_unwritten: int
-    standbys: Standbys
+    standbys: standby.Standbys
     quick: float  # moving average of how long this node's tasks ran (s)
     run_s: float  # moving average of how long every task ran (s): how long a pace of ends is remembered
 
@@ -158,17 +158,13 @@ class Starts:
             self.throttled = True
             return
         self.standbys.set_pace(self.run_s if self.ended else now - self.t0)  # none ended: all run this long
-        # the agents' standbys take only what the claims have ahead of the loop's starts: in the first wave
-        # of ends of 10 s jobs on 65,536 slots, standbys that took all there was left cores empty for want of
-        # a job until the next claim
-        spare = len(self.pending) + len(self.source.buffer) - self.opts.claim_batch
         self.standbys.fill(self.pending, now, self.deadline, local_tasks=self.runner.local_tasks(),
-                           quick=self.quick, wait_s=self._standby_wait(), spare=spare)
+                           quick=self.quick, wait_s=self._standby_wait())
 
     def _standby_wait(self) -> float:
         """How long an agent's standby may wait for an end on its node: its tasks all end within a run time
         (no limit while none has ended: the one standby each node holds until then waits for the first)."""
-        return max(STANDBY_MAX_WAIT_S, 2 * self.run_s) if self.ended else float("inf")
+        return max(standby.STANDBY_MAX_WAIT_S, 2 * self.run_s) if self.ended else float("inf")
 
     def _recall_standbys(self, now: float) -> None:
         """Take back the standbys that waited too long, or all of them for an urgent claim."""
@@ -180,7 +176,7 @@ class Starts:
         if stale:
             self._back(sb.recall(stale))
         if home:  # this node's tasks run long now: its starts go through the loop until they are short again
-            self.quick = max(self.quick, STANDBY_MAX_WAIT_S)
+            self.quick = max(self.quick, standby.STANDBY_MAX_WAIT_S)
 
     def recall_standby(self) -> None:
         """Take back every queued standby; those given back at once go to the front of the queue in order."""
