@@ -76,6 +76,21 @@ def test_jobs_that_end_together_hand_over_on_their_agents_and_never_overrun_a_co
     assert_exactly_once(ws, ids)
 
 
+def test_standbys_wait_as_long_as_their_nodes_tasks_run_from_the_first_end_on(sqlite_ws: Workspace) -> None:
+    """Standbys queued as the nodes filled wait for the tasks to end, however few have ended so far. The run
+    time was a moving average starting from zero: the first end (0.8 s) made it 16 ms, every standby waiting
+    since the fill was then stale, and all of them were taken back (in a 10 s bench, mid-wave)."""
+    ws = sqlite_ws
+    ids = add(ws, 1, data={"sim_s": 0.8})
+    ids += ws.add_jobs([{"name": f"k{i}", "app": "sim", "params": {"x": 10 + i}, "data": {"sim_s": 1.2}}
+                        for i in range(7)])  # three fill the nodes with the first; four stand by
+    la = Launcher(ws, sim_opts(idle_timeout=0.5), alloc=simulated(2, 2))
+    s = la.run()
+    assert s.finished == 8 and s.handed_over == 4, s
+    assert la.standbys.taken_back == 0
+    assert_exactly_once(ws, ids)
+
+
 def _longs_then_one(ws: Workspace, longs: int, long_s: float = 4.0) -> tuple[list[int], int]:
     """`longs` jobs of `long_s` that fill the nodes, then one short job, which stands by on one of them."""
     first = add(ws, longs, data={"sim_s": long_s})

@@ -61,6 +61,7 @@ class Standbys:
         self.at = [0] * n  # per node: standbys queued or recalled
         self.short: deque[int] = deque()  # agents' nodes with every core busy that may take more standbys
         self._listed = bytearray(n)
+        self.taken_back = 0  # recalls so far (each is a message to an agent, and the job's turn again)
 
     def __len__(self) -> int:
         return len(self.queued) + len(self.recalled)
@@ -151,6 +152,7 @@ class Standbys:
             entry = self.queued.pop(jid, None)
             if entry is None:
                 continue
+            self.taken_back += 1
             assert self.runner is not None
             taken = self.runner.cancel(jid)
             if taken:
