@@ -98,6 +98,25 @@ def _longs_then_one(ws: Workspace, longs: int, long_s: float = 4.0) -> tuple[lis
     return first, short
 
 
+def test_a_standby_is_sent_to_its_agent_at_once_not_with_the_next_start(sqlite_ws: Workspace) -> None:
+    """Spawns are held for one write per agent per turn; a standby queued in a turn that started nothing was
+    held until some later start, and a real agent's next end found nothing to hand over to."""
+    ws = sqlite_ws
+    add(ws, 4, data={"sim_s": 2.0})
+    la = Launcher(ws, sim_opts(idle_timeout=0.5), alloc=simulated(2, 2))
+    t = start(la)
+    wait_for(lambda: len(la.running) == 4, "the nodes never filled")
+    (short,) = ws.add_jobs([{"name": "short", "app": "sim", "params": {"x": -1}, "data": {"sim_s": 0.05}}])
+    wait_for(lambda: short in la.standbys.queued, "the job never stood by")  # in a turn that started nothing
+    time.sleep(0.2)
+    node = la.pool.names[la.standbys.queued[short][1]]
+    agent = la.runner.agents.get(node, la.runner.local)
+    held = bytes(agent._out)
+    t.join(30)
+    assert not held, held
+    assert la.summary.handed_over == 1
+
+
 def test_a_job_a_user_kills_while_it_stands_by_on_an_agent_never_runs(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
     longs, short = _longs_then_one(ws, 4, long_s=1.5)

@@ -160,6 +160,7 @@ class Starts:
         self.standbys.set_pace(self.run_s if self.ended else now - self.t0)  # none ended: all run this long
         self.standbys.fill(self.pending, now, self.deadline, local_tasks=self.runner.local_tasks(),
                            quick=self.quick, wait_s=self._standby_wait())
+        self.runner.flush()  # to the agents now: a turn that starts nothing would hold them to the next start
 
     def _standby_wait(self) -> float:
         """How long an agent's standby may wait for an end on its node: its tasks all end within a run time
