@@ -75,6 +75,11 @@ def test_serial_mode_in_slurm_allocation_uses_both_nodes(sqlite_ws: Workspace, t
         node, parent = ((ws.job(j).path / f).read_text() for f in ("node", "parent"))
         want = "sluice.launcher.agent" if node.strip() == "n2" else "-m sluice launcher"
         assert want in parent, (node, parent)
+    # n2's agent holds standbys: some job there started at the very instant another one there ended
+    on_n2 = [j for j in ids if (ws.job(j).path / "node").read_text().strip() == "n2"]
+    ends = {e.timestamp for j in on_n2 for e in ws.history(j) if e.to_state == S.RUN_DONE}
+    handed = [j for j in on_n2 if next(e.timestamp for e in ws.history(j) if e.to_state == S.RUNNING) in ends]
+    assert handed, out
     (sess,) = ws.sessions()
     assert sess["info"]["nodes"] == ["n1", "n2"]
     assert sess["info"]["end_time"] is not None and sess["info"]["end_time"] > sess["started_at"]
