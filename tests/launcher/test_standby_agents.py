@@ -91,11 +91,16 @@ def test_standbys_wait_as_long_as_their_nodes_tasks_run_from_the_first_end_on(sq
     assert_exactly_once(ws, ids)
 
 
-def _longs_then_one(ws: Workspace, longs: int, long_s: float = 4.0) -> tuple[list[int], int]:
-    """`longs` jobs of `long_s` that fill the nodes, then one short job, which stands by on one of them."""
-    first = add(ws, longs, data={"sim_s": long_s})
+def _one_standing_by(ws: Workspace, long_s: float = 4.0,
+                     **opts: object) -> tuple[Launcher, threading.Thread, list[int], int]:
+    """A launcher on 2 x 2 simulated slots running four jobs of `long_s`, and a short job standing by behind
+    them on one of its nodes: (launcher, its thread, the long jobs, the short one)."""
+    longs = add(ws, 4, data={"sim_s": long_s})
     (short,) = ws.add_jobs([{"name": "short", "app": "sim", "params": {"x": -1}, "data": {"sim_s": 0.05}}])
-    return first, short
+    la = Launcher(ws, sim_opts(idle_timeout=0.5, **opts), alloc=simulated(2, 2))
+    t = start(la)
+    wait_for(lambda: short in la.standbys.queued, "the job never stood by")
+    return la, t, longs, short
 
 
 def test_a_standby_is_sent_to_its_agent_at_once_not_with_the_next_start(sqlite_ws: Workspace) -> None:
@@ -119,10 +124,7 @@ def test_a_standby_is_sent_to_its_agent_at_once_not_with_the_next_start(sqlite_w
 
 def test_a_job_a_user_kills_while_it_stands_by_on_an_agent_never_runs(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
-    longs, short = _longs_then_one(ws, 4, long_s=1.5)
-    la = Launcher(ws, sim_opts(idle_timeout=0.5), alloc=simulated(2, 2))
-    t = start(la)
-    wait_for(lambda: short in la.standbys.queued, "the job never stood by")
+    la, t, longs, short = _one_standing_by(ws, 1.5)
     ws.kill(short)
     t.join(30)
     assert not t.is_alive()
@@ -134,10 +136,7 @@ def test_a_job_a_user_kills_while_it_stands_by_on_an_agent_never_runs(sqlite_ws:
 
 def test_a_job_standing_by_on_an_agent_when_the_launcher_stops_goes_back_unrun(sqlite_ws: Workspace) -> None:
     ws = sqlite_ws
-    longs, short = _longs_then_one(ws, 4)
-    la = Launcher(ws, sim_opts(idle_timeout=0.5, kill_grace_s=0.5), alloc=simulated(2, 2))
-    t = start(la)
-    wait_for(lambda: short in la.standbys.queued, "the job never stood by")
+    la, t, longs, short = _one_standing_by(ws, kill_grace_s=0.5)
     la.stop("test stop")
     t.join(30)
     assert not t.is_alive()
@@ -151,10 +150,7 @@ def test_a_job_standing_by_on_an_agent_when_the_launcher_stops_goes_back_unrun(s
 def test_an_urgent_job_goes_ahead_of_jobs_standing_by_on_agents(sqlite_ws: Workspace) -> None:
     """A shot's analysis claimed while jobs wait on the agents starts at the first free core; they wait after."""
     ws = sqlite_ws
-    _longs, short = _longs_then_one(ws, 4, long_s=1.0)
-    la = Launcher(ws, sim_opts(idle_timeout=0.5), alloc=simulated(2, 2))
-    t = start(la)
-    wait_for(lambda: short in la.standbys.queued, "the job never stood by")
+    la, t, _longs, short = _one_standing_by(ws, 1.0)
     (shot,) = ws.add_jobs([{"name": "shot", "app": "sim", "params": {"x": -2}, "data": {"sim_s": 0.05},
                             "priority": 5, "deadline": time.time() + 600}])
     t.join(30)
