@@ -180,3 +180,22 @@ def test_a_job_standing_by_behind_a_long_task_moves_to_a_core_that_frees_up(sqli
     began = next(e.timestamp for e in ws.history(nxt) if e.to_state == S.RUNNING)
     assert began - t0 < 3.0, began - t0  # not after the long task's end
     assert ws.count(state=S.JOB_FINISHED) == 3 and la.summary.handed_over == 0
+
+
+def test_standbys_on_agents_are_part_of_what_a_launcher_holds_not_more(sqlite_ws: Workspace) -> None:
+    """Long jobs on 4 x 4 simulated slots: a standby for every running task, and yet no more jobs claimed than
+    without them (16 running, and twice the 16 slots waiting: in the buffer or on the nodes). Claimed jobs are
+    jobs other launchers cannot run."""
+    ws = sqlite_ws
+    add(ws, 300, data={"sim_s": 60.0})
+    la = Launcher(ws, sim_opts(idle_timeout=30, kill_grace_s=0.5), alloc=simulated(4, 4))
+    t = start(la)
+    try:
+        wait_for(lambda: len(la.standbys.queued) == 16, "the nodes never took a standby per task")
+        time.sleep(1.0)  # several claim rounds
+        held = sum(1 for j in ws.jobs() if j.session_id == la.session_id)
+    finally:
+        la.stop("test over")
+        t.join(30)
+    assert 16 + 16 <= held <= 16 + 2 * 16, held
+    assert ws.count(state=S.RUNNING) == 0
