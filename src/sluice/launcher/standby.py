@@ -127,18 +127,9 @@ class Standbys:
         self.at[i] += 1
         return True
 
-    def succeeded(self, job_id: int) -> Entry | None:
-        """The standby `job_id` started in the place of a task that ended (None: no standby of ours)."""
-        entry = self.queued.pop(job_id, None) or self.recalled.pop(job_id, None)
-        if entry is not None:
-            i = entry[1]
-            self.at[i] -= 1
-            if self.cores[i]:
-                self.full(i)
-        return entry
-
-    def failed(self, job_id: int) -> Entry | None:
-        """A standby's spawner refused it (it ran, and failed, or could not start at all)."""
+    def left(self, job_id: int) -> Entry | None:
+        """The standby `job_id` is off its node's queue: it started in the place of a task that ended, or its
+        spawner refused it (None: no standby of ours)."""
         entry = self.queued.pop(job_id, None) or self.recalled.pop(job_id, None)
         if entry is not None:
             self.at[entry[1]] -= 1

@@ -193,7 +193,7 @@ class Starts:
 
     def _succeed(self, jid: int, t: float) -> Change | None:
         """The standby job `jid` started in the place of a task that ended: the cores it left are its now."""
-        entry = self.standbys.succeeded(jid)
+        entry = self.standbys.left(jid)
         if entry is None:
             return None
         c, i, _ = entry
@@ -230,7 +230,7 @@ class Starts:
             te = ev.get("t")
             end = float(te) if te else None  # when the task ended, read once: four uses below
             entry = self.running.pop(jid, None)
-            if entry is None and (sb := self.standbys.failed(jid)) is not None:
+            if entry is None and (sb := self.standbys.left(jid)) is not None:
                 t = sb[2] if end is None else end  # refused before it could stand by: it started and failed
                 entry = (sb[0], None, t)
                 out.append(self._started(sb[0], t))
