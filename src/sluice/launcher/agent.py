@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import select
 import selectors
@@ -65,6 +66,7 @@ from sluice.launcher.spawn import Event, LayeredEnv, LocalSpawner, Spawner
 __all__ = ["AgentClient", "Event", "LayeredEnv", "LocalSpawner", "Spawner", "main"]
 
 
+log = logging.getLogger("sluice.launcher")
 _ENC = json.JSONEncoder(separators=(",", ":"))
 _q = encode_basestring_ascii  # a JSON string literal (C)
 
@@ -99,6 +101,9 @@ class AgentClient:
         self._base: dict[str, str] | None = None  # the base environment the agent holds
         self.hold = False
         """Keep spawn messages until `flush()` (the launcher sends each agent one write per loop turn)."""
+        self.held: set[int] = set()  # tasks spawned whose end has not been read (standbys included)
+        self.lost: str | None = None  # the agent went away without being asked to (see _lose)
+        self._closing = False
 
     def start(self, argv_prefix: Sequence[str] = ()) -> None:
         cmd = [*argv_prefix, self.python, "-m", "sluice.launcher.agent", *self.agent_args]
@@ -122,8 +127,11 @@ class AgentClient:
             raise RuntimeError("agent not started")
         view = memoryview(data)
         fd = self.proc.stdin.fileno()
-        while view:
-            view = view[os.write(fd, view):]
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except (BrokenPipeError, ConnectionResetError):  # it is gone: its end of file says so (_lose)
+            pass
 
     def spawn(self, id: int, argv: Sequence[str], *, cwd: str | None = None,
               env: Mapping[str, str] | None = None, stdout: str | None = None,
@@ -132,6 +140,10 @@ class AgentClient:
         """The agent always makes `cwd` itself: its node may not see the launcher's file system. `standby`:
         the agent starts it when its next task ends, in that task's place (LocalSpawner.spawn); `recall`
         asks for it back."""
+        if self.lost is not None:  # nobody there to run it
+            self._pending.append(self._lost_event(int(id)))
+            return
+        self.held.add(int(id))
         if isinstance(env, LayeredEnv):  # the shared base once, then each task's own variables
             if env.base is not self._base:
                 self._send({"op": "env", "env": env.base}, now=False)
@@ -188,12 +200,37 @@ class AgentClient:
             *lines, self._buf = self._buf.split(b"\n")
             for ln in lines:
                 if ln:
-                    got = json.loads(ln)
+                    try:
+                        got = json.loads(ln)
+                    except ValueError:  # not the agent's: what the platform launcher printed (its death?)
+                        log.warning("node agent's output: %s", ln[:300].decode(errors="replace"))
+                        continue
                     if isinstance(got, list):
                         events += got
                     else:
                         events.append(got)
+            held = self.held
+            for ev in events:
+                kind = ev.get("ev")
+                if kind == "exit" or kind == "error" or (kind == "cancelled" and ev.get("ok")):
+                    held.discard(ev["id"])
+        if self._eof and self.lost is None and not self._closing:
+            self._lose("exited")
+            events += self._pending
+            self._pending = []
         return events
+
+    def _lose(self, why: str) -> None:
+        """The agent is gone unasked (its node failed, or someone killed it): its tasks' exits will never
+        come, so each task it held ends now as an error (a job retried by its policy, on another node), and
+        what is sent to it later is dropped."""
+        self.lost = why
+        self._pending += [self._lost_event(i) for i in sorted(self.held)]
+        self.held.clear()
+
+    def _lost_event(self, id: int) -> Event:
+        return {"ev": "error", "id": id, "lost": True,
+                "msg": f"its node agent {self.lost}: the task's end was never reported, it may have run in part"}
 
     def events(self) -> Iterator[Event]:
         return iter(self.poll_events())
@@ -203,6 +240,7 @@ class AgentClient:
         events: list[Event] = []
         if self.proc is None:
             return events
+        self._closing = True
         try:
             self._send({"op": "exit"})
             assert self.proc.stdin is not None

@@ -271,13 +271,31 @@ class Launcher(Starts):
                             pass
                     else:
                         ready.append(fd)
-                self._handle(self.runner.poll(ready))
+                events = self.runner.poll(ready)
+                if self.runner.lost:  # before their tasks' ends would give its cores back
+                    self._lose_nodes(ep, registered)
+                self._handle(events)
                 if tty and now - last_status >= 1.0:
                     last_status = now
                     sys.stderr.write(f"\r\x1b[K{self.summary.status(len(self.running), now - self.t0)}")
                     sys.stderr.flush()
         finally:
             ep.close()
+
+    def _lose_nodes(self, ep: epoll, registered: set[int]) -> None:
+        """Nodes whose agents went away unasked: nothing starts there again, and the launcher goes on with the
+        others (their tasks' errors retry the jobs, by their policy, elsewhere)."""
+        for node, fd in self.runner.lost:
+            i = self.pool.index(node)
+            if i is not None:
+                self.pool.retire(i)
+                self.standbys.cores[i] = 0
+            if fd in registered:
+                ep.unregister(fd)  # at its end of file it would be readable for ever
+                registered.discard(fd)
+            log.warning("launcher %s: lost node %s (its agent exited); going on with %d cores", self.session_id,
+                        node, self.pool.total_cores)
+        self.runner.lost.clear()
 
     def _finished(self) -> str | None:
         """Why the launcher is done (None: it is not)."""

@@ -75,7 +75,8 @@ class NodePool:
         self._cores = [n.cores for n in self.nodes]
         self._free = list(self._cores)
         self._gpus = [list(n.gpus) for n in self.nodes]
-        self._taken = [False] * len(self.nodes)  # held by an exclusive job
+        self._taken = [False] * len(self.nodes)  # held by an exclusive job (or lost: retire)
+        self._lost = [False] * len(self.nodes)
         self._free_total = sum(self._free)
         self._total = self._free_total
         self._hint = 0  # no node before this one has free cores (the GPU scan starts here)
@@ -142,7 +143,8 @@ class NodePool:
         key = (num_nodes, cores, gpus)  # asked once a job: a scan of 1,000 nodes each time adds up
         ok = self._fits.get(key)
         if ok is None:
-            able = sum(1 for n in self.nodes if n.cores >= cores and len(n.gpus) >= gpus)
+            able = sum(1 for i, n in enumerate(self.nodes)
+                       if n.cores >= cores and len(n.gpus) >= gpus and not self._lost[i])
             ok = self._fits[key] = num_nodes >= 1 and cores >= 1 and able >= num_nodes
         return ok
 
@@ -184,6 +186,20 @@ class NodePool:
         if left:
             self._push(left, i)
         return True
+
+    def retire(self, i: int) -> None:
+        """Node `i` is gone (its agent died, with it or not): nothing is placed there again, what ran there
+        gives nothing back, and a shape only it could hold never fits."""
+        if self._lost[i]:
+            return
+        if self._idle_at(i):
+            self._n_idle -= 1
+        self._free_total -= self.free_at(i)
+        self._total -= self._cores[i]
+        self._lost[i] = self._taken[i] = True
+        self._free[i] = 0
+        self._gpus[i] = []
+        self._fits.clear()
 
     def take_cores(self, need: int) -> int | None:
         """Take `need` cores of one node, best fit (see the class); the node's index, or None."""
@@ -278,6 +294,8 @@ class NodePool:
 
     def release_at(self, i: int, cores: int, exclusive: bool = False, gpu_ids: Sequence[str] | None = None) -> None:
         """Give back `cores` of node `i` (all of it for an exclusive hold) and its GPU ids."""
+        if self._lost[i]:
+            return
         node = self.nodes[i]
         if exclusive:
             self._taken[i] = False

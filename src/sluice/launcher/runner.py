@@ -53,6 +53,7 @@ class Runner:
         self.agents: dict[str, AgentClient] = {}
         self._by_fd: dict[int, AgentClient] = {}
         self._dirty: set[AgentClient] = set()  # agents holding spawn messages until flush()
+        self.lost: list[tuple[str, int]] = []  # (node, fd) of agents gone unasked, for the launcher to drop
         self.where: dict[int, Spawner] = {}
         # Each attempt gets its own spawn id: a spawner's timers (TERM->KILL grace, wall time) are keyed by id,
         # so a retried job reusing its job id would be hit by the previous attempt's late SIGKILL.
@@ -278,15 +279,14 @@ class Runner:
             return self._translate(evs) if evs else evs
         evs = self.local.poll_events()
         if self.agents:
-            if ready is None:
-                for a in self.agents.values():
-                    evs += a.poll_events()
-            else:
-                by_fd = self._by_fd
-                for fd in ready:
-                    agent = by_fd.get(fd)
-                    if agent is not None:
-                        evs += agent.poll_events()
+            by_fd = self._by_fd
+            for fd in (list(by_fd) if ready is None else ready):
+                agent = by_fd.get(fd)
+                if agent is not None:
+                    evs += agent.poll_events()
+                    if agent.lost is not None:  # its tasks ended as errors just now; its pipe is at its end
+                        del by_fd[fd]
+                        self.lost += [(n, fd) for n, a in self.agents.items() if a is agent]
         return self._translate(evs) if evs else evs
 
     def _translate(self, evs: list[Event]) -> list[Event]:
@@ -323,7 +323,7 @@ class Runner:
 
     def fds(self) -> Sequence[int]:
         """The file descriptors to wait on (simulated agents have none)."""
-        return [fd for s in self.spawners() if (fd := s.fileno()) >= 0]
+        return [fd for fd in (self.local.fileno(), *self._by_fd) if fd >= 0]  # a lost agent's is not watched
 
     def close(self, grace: float | None = None) -> list[Event]:
         self.flush()
