@@ -128,3 +128,21 @@ def test_pack_does_not_scan_the_whole_backlog_in_the_hot_loop() -> None:
         took.append(time.perf_counter() - t)
     took.sort()
     assert took[len(took) // 2] < 0.02, f"median pack call took {took[len(took) // 2] * 1e3:.2f} ms"
+
+
+def test_a_retired_node_takes_nothing_gives_nothing_back_and_fits_nothing() -> None:
+    """A node lost with its agent: its cores leave the totals, a placement that held some of them gives none
+    back when its task's end comes as an error, and a shape only it could hold never fits again."""
+    pool = NodePool([Node("a", 2), Node("big", 8), Node("c", 2)])
+    i = pool.index("big")
+    assert i is not None
+    p = pool.place(Request(1, 1, 6, 1))  # 6 cores: only "big" holds them
+    assert p is not None and p.nodes == ("big",)
+    pool.retire(i)
+    assert pool.retired(i) and pool.total_cores == 4 and pool.free_cores == 4 and pool.free_at(i) == 0
+    pool.release(p)
+    assert pool.free_cores == 4 and pool.free_at(i) == 0
+    assert not pool.fits_shape(1, 6, 0) and pool.fits_shape(1, 2, 0)
+    got = [pool.take_cores(1) for _ in range(5)]
+    assert i not in got and got[-1] is None  # four cores on a and c, then none
+    assert pool.place(Request(2, 3, 1, 1), exclusive=True) is None  # three whole nodes: two are left

@@ -287,9 +287,10 @@ class Launcher(Starts):
         others (their tasks' errors retry the jobs, by their policy, elsewhere)."""
         for node, fd in self.runner.lost:
             i = self.pool.index(node)
-            if i is not None:
+            if i is not None and self.pool.total_at(i) and not self.pool.retired(i):
                 self.pool.retire(i)
                 self.standbys.cores[i] = 0
+                self.capacity = self.source.capacity = max(1, self.capacity - self.pool.total_at(i))  # claims
             if fd in registered:
                 ep.unregister(fd)  # at its end of file it would be readable for ever
                 registered.discard(fd)

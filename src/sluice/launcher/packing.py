@@ -201,6 +201,9 @@ class NodePool:
         self._gpus[i] = []
         self._fits.clear()
 
+    def retired(self, i: int) -> bool:
+        return self._lost[i]
+
     def take_cores(self, need: int) -> int | None:
         """Take `need` cores of one node, best fit (see the class); the node's index, or None."""
         if need > self._free_total or need < 1:
