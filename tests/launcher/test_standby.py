@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def _intervals(ws: Workspace, ids: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _most_at_once(spans: list[tuple[int, int]]) -> int:
+def _most_at_once(spans: Sequence[tuple[float, float]]) -> int:
     edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda e: (e[0], e[1]))
     most = now = 0
     for _, d in edges:  # an end before a start at the same instant

@@ -14,6 +14,7 @@ import time
 import pytest
 from sqlalchemy import text
 from tests.launcher.test_simulated import add, assert_exactly_once, sim_opts
+from tests.launcher.test_standby import _most_at_once
 
 from sluice.api import Workspace
 from sluice.launcher.launcher import Launcher
@@ -34,15 +35,6 @@ def spans(ws: Workspace) -> dict[int, list[tuple[float, float | None]]]:
         else:
             runs[-1] = (runs[-1][0], float(ts))
     return out
-
-
-def most_at_once(runs: list[tuple[float, float]]) -> int:
-    edges = sorted([(a, 1) for a, _ in runs] + [(b, -1) for _, b in runs])  # an end before a start at once
-    most = now = 0
-    for _, d in edges:
-        now += d
-        most = max(most, now)
-    return most
 
 
 def start(la: Launcher) -> threading.Thread:
@@ -72,7 +64,7 @@ def test_jobs_that_end_together_hand_over_on_their_agents_and_never_overrun_a_co
     assert not [r for r in caplog.records if "standby" in r.getMessage()]  # no hand-over without a core
     runs = spans(ws)
     assert all(len(r) == 1 for r in runs.values())
-    assert most_at_once([(a, b) for a, b in (r[0] for r in runs.values()) if b is not None]) <= 32
+    assert _most_at_once([(a, b) for a, b in (r[0] for r in runs.values()) if b is not None]) <= 32
     assert_exactly_once(ws, ids)
 
 

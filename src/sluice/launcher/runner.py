@@ -77,9 +77,6 @@ class Runner:
         agent.hold = True
         return agent
 
-    def spawners(self) -> list[Spawner]:
-        return [self.local, *self.agents.values()]
-
     def _spawner(self, node: str) -> Spawner:
         if node == self.home or self.alloc.kind == "local":
             return self.local

@@ -28,6 +28,7 @@ Bookkeeping only: `Starts` (starts.py) decides when, and turns hand-overs into s
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from sluice.api.claims import Claimed
@@ -155,12 +156,7 @@ class Standbys:
 
     def oldest(self, n: int) -> list[int]:
         """The `n` standbys queued longest."""
-        out: list[int] = []
-        for jid in self.queued:
-            if len(out) >= n:
-                break
-            out.append(jid)
-        return out
+        return list(islice(self.queued, n))
 
     def stale(self, now: float, wait_s: float) -> tuple[list[int], bool]:
         """The standbys that waited too long, oldest first (this node's: STANDBY_MAX_WAIT_S; an agent's:

@@ -220,6 +220,8 @@ class Starts:
 
     def _handle(self, events: list[Event]) -> None:
         out: list[Change] = []
+        home = self.standbys.home
+        home_name = None if home is None else self.pool.names[home]  # whose ends say how short tasks run
         for ev in events:
             kind = ev.get("ev")
             if kind not in ("exit", "error"):
@@ -236,8 +238,7 @@ class Starts:
                 out.append(self._started(sb[0], t))
             if entry is not None and (p := entry[1]) is not None:
                 self.pool.release(p)
-                home = self.standbys.home
-                if home is not None and p.nodes[0] == self.pool.names[home] and end is not None:
+                if home_name is not None and p.nodes[0] == home_name and end is not None:
                     self.quick += 0.1 * (end - entry[2] - self.quick)
             nxt = ev.get("next")
             if nxt is not None and (run := self._succeed(int(nxt), time.time() if end is None else end)):
